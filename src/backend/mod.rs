@@ -1,0 +1,87 @@
+//! Compute backends. The CPU backend is the reference every other backend
+//! (wgpu, the compiled C) is tested against.
+
+pub mod cpu;
+
+use crate::model::Model;
+use crate::tensor::Tensor;
+use crate::train::optim::Sgd;
+
+/// What one training step reports.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StepStats {
+    /// Mean cross-entropy over the batch.
+    pub loss: f32,
+    /// Correct top-1 predictions in the batch.
+    pub correct: usize,
+}
+
+/// A training/inference engine.
+pub trait Backend {
+    /// Human-readable description of the device (recorded in provenance).
+    fn adapter(&self) -> String;
+    /// Short backend name (`cpu`, `wgpu`).
+    fn name(&self) -> &'static str;
+    /// Eval-mode forward: `images` is `[B, C, H, W]` normalized; returns logits `[B, K]`.
+    fn infer(&mut self, model: &Model, images: &Tensor) -> anyhow::Result<Tensor>;
+    /// One SGD step on a batch: train-mode forward (BatchNorm batch
+    /// statistics, running statistics updated), softmax cross-entropy,
+    /// backward, optimizer update with masks honoured.
+    fn train_step(
+        &mut self,
+        model: &mut Model,
+        sgd: &mut Sgd,
+        images: &Tensor,
+        labels: &[u32],
+        lr: f32,
+    ) -> anyhow::Result<StepStats>;
+}
+
+/// The CPU reference backend (multi-threaded through rayon).
+#[derive(Default)]
+pub struct CpuBackend;
+
+impl Backend for CpuBackend {
+    fn adapter(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+    fn infer(&mut self, model: &Model, images: &Tensor) -> anyhow::Result<Tensor> {
+        cpu::infer(model, images)
+    }
+    fn train_step(
+        &mut self,
+        model: &mut Model,
+        sgd: &mut Sgd,
+        images: &Tensor,
+        labels: &[u32],
+        lr: f32,
+    ) -> anyhow::Result<StepStats> {
+        let out = cpu::forward_backward(model, images, labels, false)?;
+        sgd.step(model, &out.grads, lr);
+        let correct = out
+            .logits
+            .argmax_rows()
+            .iter()
+            .zip(labels)
+            .filter(|(p, l)| **p == **l as usize)
+            .count();
+        Ok(StepStats {
+            loss: out.loss,
+            correct,
+        })
+    }
+}
+
+/// Picks a backend for `--backend auto|cpu|wgpu`.
+pub fn select(name: &str) -> anyhow::Result<Box<dyn Backend>> {
+    match name {
+        "auto" | "cpu" => Ok(Box::new(CpuBackend)),
+        "wgpu" => anyhow::bail!(
+            "--backend wgpu: the GPU backend is not built yet (issue: GPU training backend); use --backend cpu"
+        ),
+        other => anyhow::bail!("--backend '{other}': expected auto, wgpu or cpu"),
+    }
+}

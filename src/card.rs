@@ -1,0 +1,1 @@
+//! The `.card` container. TO BE WRITTEN (helper).

@@ -1,0 +1,1 @@
+//! Evaluation: accuracy, calibration, per-class accuracy.

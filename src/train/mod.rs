@@ -1,0 +1,3 @@
+//! Training: optimizer, learning-rate schedules, the training loop.
+
+pub mod optim;
