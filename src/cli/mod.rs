@@ -1,6 +1,130 @@
-//! The command line.
+//! The command line: argument definitions and dispatch. Each command's
+//! work lives in the library module of its pipeline stage; the files here
+//! only translate flags into configurations and print results.
+
+mod bench;
+mod demo;
+mod eval;
+mod info;
+mod train;
+
+use clap::{Parser, Subcommand};
+
+/// cardc: compact, robust image classifiers from training to the edge device.
+#[derive(Parser, Debug)]
+#[command(name = "cardc", version, about, long_about = None)]
+pub struct Cli {
+    /// Machine-readable JSON summary on stdout (human text goes to stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Arguments of a command that a later milestone implements.
+#[derive(clap::Args, Debug)]
+pub struct Pending {
+    /// Arguments (not interpreted yet).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The whole pipeline on the built-in synthetic dataset.
+    Demo(demo::DemoArgs),
+    /// Dense training of an architecture on a dataset.
+    Train(train::TrainArgs),
+    /// Accuracy and calibration of a card on a dataset.
+    Eval(eval::EvalArgs),
+    /// Architecture, parameters, sparsity per layer, bits, bytes, provenance, metrics.
+    Info(info::InfoArgs),
+    /// Throughput benchmarks.
+    Bench(bench::BenchArgs),
+    /// [not built yet] Pruning and binarization (ft gmp lth lrr ep biprop rigl).
+    Prune(Pending),
+    /// [not built yet] Write a CIFAR-10-C-layout corrupted dataset.
+    Corrupt(Pending),
+    /// [not built yet] Build a spectrally gated ensemble of cards.
+    Deck(Pending),
+    /// [not built yet] Compile a card or deck for a target.
+    Compile(Pending),
+    /// [not built yet] Build and run a compiled artifact, compare with the reference.
+    Run(Pending),
+    /// [not built yet] Export a card to ONNX.
+    Export(Pending),
+    /// [not built yet] Import an ONNX model as a card.
+    Import(Pending),
+    /// [not built yet] Self-contained report page of a card or deck.
+    Report(Pending),
+}
+
+/// Which milestone brings a command that is not built yet.
+fn pending(name: &str) -> anyhow::Error {
+    let what = match name {
+        "prune" => "compression (FT, GMP, LTH, LRR, EP, BiProp, RigL)",
+        "corrupt" | "report" => "robustness evaluation",
+        "deck" => "CARD-Deck",
+        "compile" | "run" => "the compiler and target runtimes",
+        "export" | "import" => "ONNX import/export",
+        _ => "a later milestone",
+    };
+    anyhow::anyhow!("`cardc {name}` is not built yet (it arrives with {what})")
+}
+
+/// One line, whatever the error chain holds.
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+/// Prints `value` as JSON on stdout.
+pub(crate) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
 
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
-    0
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = e.exit_code();
+            let _ = e.print();
+            return code;
+        }
+    };
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            eprintln!("cardc: error: --threads must be at least 1");
+            return 2;
+        }
+        // Ignored if a pool already exists (it cannot at this point).
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    }
+    let json = cli.json;
+    let result = match cli.command {
+        Command::Demo(a) => demo::run(a, json),
+        Command::Train(a) => train::run(a, json),
+        Command::Eval(a) => eval::run(a, json),
+        Command::Info(a) => info::run(a, json),
+        Command::Bench(a) => bench::run(a, json),
+        Command::Prune(_) => Err(pending("prune")),
+        Command::Corrupt(_) => Err(pending("corrupt")),
+        Command::Deck(_) => Err(pending("deck")),
+        Command::Compile(_) => Err(pending("compile")),
+        Command::Run(_) => Err(pending("run")),
+        Command::Export(_) => Err(pending("export")),
+        Command::Import(_) => Err(pending("import")),
+        Command::Report(_) => Err(pending("report")),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("cardc: error: {}", one_line(&e));
+            1
+        }
+    }
 }

@@ -1,10 +1,29 @@
 //! Datasets: readers (`cifar10:DIR`, `imagefolder:DIR`, `synthetic[:N]`),
 //! held-out splits, augmentation and batching.
 //!
-//! TO BE WRITTEN (helper): implement the API below; submodules
-//! `cifar10`, `imagefolder`, `synthetic`, `augment`.
+//! Everything here is deterministic for a seed: the same `--data`, seed and
+//! epoch give the same bytes, so a `.card`'s provenance (see
+//! [`Dataset::digest`]) means something.
+//!
+//! Submodules each do one job: [`spec`] parses `--data`, [`dataset`] holds
+//! the in-memory helpers, [`cifar10`], [`imagefolder`] and [`synthetic`] read
+//! or make data, [`normalize`], [`augment`] and [`loader`] turn images into
+//! batches.
 
-use crate::tensor::Tensor;
+pub mod augment;
+pub mod cifar10;
+pub mod dataset;
+pub mod imagefolder;
+pub mod loader;
+pub mod normalize;
+pub mod spec;
+pub mod synthetic;
+
+pub use cifar10::{load_cifar10, write_cifar10_bin, write_cifar10_dir};
+pub use imagefolder::{load_imagefolder, write_imagefolder};
+pub use loader::{BatchIter, epoch_order, make_batch};
+pub use synthetic::generate as generate_synthetic;
+
 use std::path::PathBuf;
 
 /// A `--data` argument.
@@ -21,6 +40,22 @@ pub enum DataSpec {
 pub enum Split {
     Train,
     Test,
+}
+
+impl Split {
+    /// Lower-case name used in `source` strings and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "test",
+        }
+    }
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Images held as uint8, CHW per image, images back to back.
@@ -49,4 +84,13 @@ pub enum Augment {
     None,
     /// Random crop with zero padding `pad` and horizontal flip.
     FlipCrop { pad: usize },
+}
+
+/// Loads one split of the dataset a `--data` argument names.
+pub fn load(spec: &DataSpec, split: Split) -> anyhow::Result<Dataset> {
+    match spec {
+        DataSpec::Cifar10(dir) => load_cifar10(dir, split),
+        DataSpec::ImageFolder(dir) => load_imagefolder(dir, split),
+        DataSpec::Synthetic(n) => Ok(synthetic::generate(*n, split)),
+    }
 }

@@ -102,10 +102,11 @@ pub fn load_desc(arch: &str) -> anyhow::Result<ModelDesc> {
         );
     };
     toml::from_str(&text).map_err(|e| {
-        anyhow::anyhow!(
-            "{origin}: {}",
-            e.to_string().lines().next().unwrap_or("invalid")
-        )
+        let line = e
+            .span()
+            .map(|s| format!(" (line {})", text[..s.start.min(text.len())].lines().count().max(1)))
+            .unwrap_or_default();
+        anyhow::anyhow!("{origin}: {}{line}", e.message().trim())
     })
 }
 

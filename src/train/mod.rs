@@ -1,3 +1,5 @@
 //! Training: optimizer, learning-rate schedules, the training loop.
 
 pub mod optim;
+pub mod schedule;
+pub mod trainer;

@@ -1,9 +1,27 @@
 //! CPU reference backend: forward and backward of every IR operator.
 //!
-//! TO BE WRITTEN (helper): see the contract below.
+//! Activations are kept channel-major (`[C, B, H, W]`, vectors `[F, B]`)
+//! between operators so that convolutions and linear layers are single
+//! GEMMs over the whole batch (see [`layout`]). Inputs arrive and
+//! gradients/logits leave in the public NCHW / `[B, K]` layout.
+
+mod bench;
+mod conv;
+mod eltwise;
+mod exec;
+mod gemm;
+mod layout;
+mod linear;
+mod loss;
+mod norm;
+mod pool;
+
+pub use bench::{bench_train_step, gemm_gflops};
 
 use crate::model::Model;
 use crate::tensor::Tensor;
+use anyhow::{anyhow, bail};
+use exec::Prepared;
 
 /// Result of a training forward/backward pass.
 pub struct TrainOutput {
@@ -22,20 +40,112 @@ pub struct TrainOutput {
     pub input_grad: Option<Tensor>,
 }
 
+/// Checks `images` against the graph input and returns the batch size.
+fn check_images(model: &Model, images: &Tensor) -> anyhow::Result<usize> {
+    let [c, h, w] = model.graph.input_shape();
+    let input = model
+        .graph
+        .nodes
+        .first()
+        .map_or("input", |n| n.name.as_str());
+    match images.shape.as_slice() {
+        [b, ci, hi, wi] if (*ci, *hi, *wi) == (c, h, w) && *b > 0 => {
+            if images.data.len() != b * c * h * w {
+                bail!(
+                    "layer '{input}': image tensor has {} values for shape {:?}",
+                    images.data.len(),
+                    images.shape
+                );
+            }
+            Ok(*b)
+        }
+        _ => bail!(
+            "layer '{input}': expected images [B>0, {c}, {h}, {w}], got {:?}",
+            images.shape
+        ),
+    }
+}
+
+/// Logits `[K, B]` (internal layout) to a `[B, K]` tensor.
+fn logits_tensor(logits: &[f32], k: usize, b: usize) -> Tensor {
+    let mut out = vec![0.0; k * b];
+    layout::transpose(logits, k, b, &mut out);
+    Tensor::from_vec(&[b, k], out)
+}
+
 /// Eval-mode forward (BatchNorm uses running statistics). `images` is
 /// `[B, C, H, W]`; returns logits `[B, K]`.
-pub fn infer(_model: &Model, _images: &Tensor) -> anyhow::Result<Tensor> {
-    anyhow::bail!("cpu backend not written yet")
+pub fn infer(model: &Model, images: &Tensor) -> anyhow::Result<Tensor> {
+    let b = check_images(model, images)?;
+    let p = Prepared::new(model, b)?;
+    let [c, h, w] = model.graph.input_shape();
+    let x = layout::swap01(&images.data, b, c, h * w);
+    let (logits, _) = p.forward(x, false)?;
+    Ok(logits_tensor(&logits, logits.len() / b, b))
 }
 
 /// Train-mode forward (BatchNorm batch statistics; running statistics in
 /// `model` updated with the op's momentum, unbiased variance as PyTorch),
 /// softmax cross-entropy against `labels`, and backward.
 pub fn forward_backward(
-    _model: &mut Model,
-    _images: &Tensor,
-    _labels: &[u32],
-    _want_input_grad: bool,
+    model: &mut Model,
+    images: &Tensor,
+    labels: &[u32],
+    want_input_grad: bool,
 ) -> anyhow::Result<TrainOutput> {
-    anyhow::bail!("cpu backend not written yet")
+    let b = check_images(model, images)?;
+    if labels.len() != b {
+        bail!("{} labels for a batch of {b} images", labels.len());
+    }
+    let [c, h, w] = model.graph.input_shape();
+    let (loss, logits, grads, input_grad, updates) = {
+        let p = Prepared::new(model, b)?;
+        let k = p.shapes.last().and_then(|s| s.first().copied()).unwrap_or(0);
+        if let Some((i, &l)) = labels.iter().enumerate().find(|(_, l)| **l as usize >= k) {
+            bail!("label {l} of sample {i} is out of range for {k} classes");
+        }
+        let x = layout::swap01(&images.data, b, c, h * w);
+        let (logits, tape) = p.forward(x, true)?;
+        let updates = tape.bn_updates();
+        let (loss, dlogits) = loss::softmax_xent(&logits, k, b, labels);
+        let (grads, dx) = p.backward(tape, dlogits, want_input_grad)?;
+        let input_grad = match (want_input_grad, dx) {
+            (true, Some(dx)) => Some(Tensor::from_vec(
+                &[b, c, h, w],
+                layout::swap01(&dx, c, b, h * w),
+            )),
+            (true, None) => Some(Tensor::zeros(&[b, c, h, w])),
+            (false, _) => None,
+        };
+        (loss, logits_tensor(&logits, k, b), grads, input_grad, updates)
+    };
+    update_running_stats(model, updates)?;
+    Ok(TrainOutput {
+        loss,
+        logits,
+        grads,
+        input_grad,
+    })
+}
+
+/// `running = (1 - momentum) * running + momentum * batch_stat`.
+fn update_running_stats(model: &mut Model, updates: Vec<exec::BnUpdate>) -> anyhow::Result<()> {
+    use crate::ir::{Op, ParamKind};
+    for (i, mean, var) in updates {
+        let node = &model.graph.nodes[i];
+        let Op::BatchNorm(bn) = &node.op else {
+            bail!("layer '{}': not a BatchNorm", node.name);
+        };
+        let (m, name) = (bn.momentum, node.name.clone());
+        for (kind, stat) in [(ParamKind::RunningMean, &mean), (ParamKind::RunningVar, &var)] {
+            let t = model.params[i]
+                .iter_mut()
+                .find(|t| t.kind == kind)
+                .ok_or_else(|| anyhow!("layer '{name}': missing {}", kind.suffix()))?;
+            for (r, &s) in t.data.iter_mut().zip(stat) {
+                *r = (1.0 - m) * *r + m * s;
+            }
+        }
+    }
+    Ok(())
 }

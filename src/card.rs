@@ -1,1 +1,0 @@
-//! The `.card` container. TO BE WRITTEN (helper).

@@ -1,0 +1,388 @@
+//! Weights in their stored (compressed) form.
+//!
+//! The in-memory [`Model`] keeps full f32 latent weights and `Vec<bool>`
+//! masks because training needs them; a card only needs what the network
+//! computes with. So the file holds, per tensor, the cheapest exact
+//! encoding of its effective values: masks bit-packed, only kept values,
+//! and for binary weights only sign bits and one scale. Quantized encodings
+//! (f16, int8 per output channel) are part of the format so that later
+//! stages can store them; they decode to dense f32.
+
+use super::bits::{count_ones, is_canonical, pack_bits, packed_len, unpack_bits};
+use crate::ir::{Graph, ParamKind};
+use crate::model::{Model, ParamTensor, WeightState};
+use serde::{Deserialize, Serialize};
+
+/// One tensor's values as stored. Bit vectors are packed LSB-first
+/// ([`pack_bits`]) and masks have one bit per element of the tensor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum StoredTensor {
+    /// Every value as f32.
+    Dense { values: Vec<f32> },
+    /// Unstructured sparsity: the mask and the kept values in index order.
+    Masked { mask: Vec<u8>, values: Vec<f32> },
+    /// 1-bit weights: one sign bit per kept element (1 = negative), the mask,
+    /// and the scale α. Effective value: ±α where kept, 0 elsewhere.
+    Binary {
+        signs: Vec<u8>,
+        mask: Vec<u8>,
+        alpha: f32,
+    },
+    /// IEEE half-precision bit patterns; with a mask, only kept elements.
+    F16 {
+        mask: Option<Vec<u8>>,
+        values: Vec<u16>,
+    },
+    /// Symmetric int8 with one scale per output channel (the first shape
+    /// dimension); value = q · scale. With a mask, only kept elements.
+    Int8 {
+        mask: Option<Vec<u8>>,
+        scales: Vec<f32>,
+        values: Vec<i8>,
+    },
+}
+
+/// A parameter tensor as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredParam {
+    pub kind: ParamKind,
+    pub shape: Vec<usize>,
+    pub data: StoredTensor,
+}
+
+/// A model as stored: the graph and, per node, its stored tensors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredModel {
+    pub graph: Graph,
+    pub params: Vec<Vec<StoredParam>>,
+}
+
+impl StoredTensor {
+    /// The exact encoding of a tensor's effective values for its state.
+    pub fn from_tensor(t: &ParamTensor) -> StoredTensor {
+        match &t.state {
+            WeightState::Dense => StoredTensor::Dense {
+                values: t.data.clone(),
+            },
+            WeightState::Masked { mask } => StoredTensor::Masked {
+                mask: pack_bits(mask),
+                values: kept(&t.data, mask),
+            },
+            WeightState::Binary { mask, alpha } => {
+                // Same sign rule as `ParamTensor::effective`: w >= 0 is +α,
+                // anything else (negative or NaN) is -α.
+                let negative: Vec<bool> = t
+                    .data
+                    .iter()
+                    .zip(mask)
+                    .filter(|(_, m)| **m)
+                    .map(|(&w, _)| w < 0.0 || w.is_nan())
+                    .collect();
+                StoredTensor::Binary {
+                    signs: pack_bits(&negative),
+                    mask: pack_bits(mask),
+                    alpha: *alpha,
+                }
+            }
+        }
+    }
+
+    /// Half-precision encoding of `values` (kept elements only when a mask
+    /// is given). Rounds to nearest; values outside f16 range saturate to ±∞.
+    pub fn encode_f16(values: &[f32], mask: Option<&[bool]>) -> StoredTensor {
+        let v = match mask {
+            Some(m) => kept(values, m),
+            None => values.to_vec(),
+        };
+        StoredTensor::F16 {
+            mask: mask.map(pack_bits),
+            values: v
+                .iter()
+                .map(|&x| half::f16::from_f32(x).to_bits())
+                .collect(),
+        }
+    }
+
+    /// Symmetric per-output-channel int8 encoding: `out_channels` must
+    /// divide `values.len()`; channel c's scale is max|w| / 127 over its
+    /// elements (1 when all are zero, so decoding stays finite).
+    pub fn encode_int8(
+        values: &[f32],
+        out_channels: usize,
+        mask: Option<&[bool]>,
+    ) -> Result<StoredTensor, String> {
+        if out_channels == 0 || !values.len().is_multiple_of(out_channels) {
+            return Err(format!(
+                "{} values do not split into {out_channels} output channels",
+                values.len()
+            ));
+        }
+        let per = values.len() / out_channels;
+        let keep = |i: usize| mask.is_none_or(|m| m.get(i).copied().unwrap_or(false));
+        let scales: Vec<f32> = values
+            .chunks(per.max(1))
+            .enumerate()
+            .map(|(c, ch)| {
+                let max = ch
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| keep(c * per + j))
+                    .fold(0f32, |a, (_, w)| a.max(w.abs()));
+                if max > 0.0 { max / 127.0 } else { 1.0 }
+            })
+            .collect();
+        let q = values
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| keep(*i))
+            .map(|(i, &w)| (w / scales[i / per.max(1)]).round().clamp(-127.0, 127.0) as i8)
+            .collect();
+        Ok(StoredTensor::Int8 {
+            mask: mask.map(pack_bits),
+            scales,
+            values: q,
+        })
+    }
+
+    /// Short name of the encoding ("dense", "masked", "binary", "f16", "int8").
+    pub fn format(&self) -> &'static str {
+        match self {
+            StoredTensor::Dense { .. } => "dense",
+            StoredTensor::Masked { .. } => "masked",
+            StoredTensor::Binary { .. } => "binary",
+            StoredTensor::F16 { .. } => "f16",
+            StoredTensor::Int8 { .. } => "int8",
+        }
+    }
+
+    /// Bits the encoding needs for a tensor of `n` elements: mask and sign
+    /// bits, values and scales (no serialization overhead).
+    pub fn stored_bits(&self, n: usize) -> u64 {
+        let n = n as u64;
+        let mask_bits = |m: &Option<Vec<u8>>| if m.is_some() { n } else { 0 };
+        match self {
+            StoredTensor::Dense { values } => 32 * values.len() as u64,
+            StoredTensor::Masked { values, .. } => n + 32 * values.len() as u64,
+            StoredTensor::Binary { mask, .. } => n + count_ones(mask, n as usize) as u64 + 32,
+            StoredTensor::F16 { mask, values } => mask_bits(mask) + 16 * values.len() as u64,
+            StoredTensor::Int8 {
+                mask,
+                scales,
+                values,
+            } => mask_bits(mask) + 8 * values.len() as u64 + 32 * scales.len() as u64,
+        }
+    }
+
+    /// Stored bytes (bits rounded up to whole bytes).
+    pub fn stored_bytes(&self, n: usize) -> u64 {
+        self.stored_bits(n).div_ceil(8)
+    }
+
+    /// Decodes into f32 data and a weight state for a tensor of `n`
+    /// elements whose first dimension is `out_channels`. Every length is
+    /// checked against the stored vectors before anything is allocated, so
+    /// damaged input yields an error, never a panic or a huge allocation.
+    pub fn decode(&self, n: usize, out_channels: usize) -> Result<(Vec<f32>, WeightState), String> {
+        let mask_of = |m: &[u8]| -> Result<Vec<bool>, String> {
+            if !is_canonical(m, n) {
+                return Err(format!(
+                    "mask has {} bytes, {n} elements need {}",
+                    m.len(),
+                    packed_len(n)
+                ));
+            }
+            Ok(unpack_bits(m, n))
+        };
+        let count = |what: &str, have: usize, want: usize| -> Result<(), String> {
+            if have == want {
+                Ok(())
+            } else {
+                Err(format!("{what}: {have} stored, {want} expected"))
+            }
+        };
+        match self {
+            StoredTensor::Dense { values } => {
+                count("values", values.len(), n)?;
+                Ok((values.clone(), WeightState::Dense))
+            }
+            StoredTensor::Masked { mask, values } => {
+                let mask = mask_of(mask)?;
+                let data = scatter(&mask, values)?;
+                Ok((data, WeightState::Masked { mask }))
+            }
+            StoredTensor::Binary { signs, mask, alpha } => {
+                let mask = mask_of(mask)?;
+                let k = mask.iter().filter(|&&m| m).count();
+                if !is_canonical(signs, k) {
+                    return Err(format!(
+                        "sign bits: {} bytes stored for {k} kept weights",
+                        signs.len()
+                    ));
+                }
+                let signs: Vec<f32> = unpack_bits(signs, k)
+                    .into_iter()
+                    .map(|neg| if neg { -1.0 } else { 1.0 })
+                    .collect();
+                let data = scatter(&mask, &signs)?;
+                Ok((
+                    data,
+                    WeightState::Binary {
+                        mask,
+                        alpha: *alpha,
+                    },
+                ))
+            }
+            StoredTensor::F16 { mask, values } => {
+                let v: Vec<f32> = values
+                    .iter()
+                    .map(|&b| half::f16::from_bits(b).to_f32())
+                    .collect();
+                with_optional_mask(mask.as_deref().map(mask_of).transpose()?, v, n)
+            }
+            StoredTensor::Int8 {
+                mask,
+                scales,
+                values,
+            } => {
+                count("int8 scales", scales.len(), out_channels)?;
+                if out_channels == 0 || !n.is_multiple_of(out_channels) {
+                    return Err(format!(
+                        "{n} elements do not split into {out_channels} channels"
+                    ));
+                }
+                let per = n / out_channels;
+                let mask = mask.as_deref().map(mask_of).transpose()?;
+                let k = mask
+                    .as_ref()
+                    .map_or(n, |m| m.iter().filter(|&&b| b).count());
+                count("int8 values", values.len(), k)?;
+                // Kept element j sits at index idx[j]; its channel picks the scale.
+                let idx: Vec<usize> = match &mask {
+                    Some(m) => (0..n).filter(|&i| m[i]).collect(),
+                    None => (0..n).collect(),
+                };
+                let v = values
+                    .iter()
+                    .zip(&idx)
+                    .map(|(&q, &i)| q as f32 * scales[i / per.max(1)])
+                    .collect();
+                with_optional_mask(mask, v, n)
+            }
+        }
+    }
+}
+
+/// The values at kept positions, in index order.
+fn kept(values: &[f32], mask: &[bool]) -> Vec<f32> {
+    values
+        .iter()
+        .zip(mask)
+        .filter(|(_, m)| **m)
+        .map(|(&w, _)| w)
+        .collect()
+}
+
+/// Places `values` at the kept positions of `mask`, zero elsewhere.
+fn scatter(mask: &[bool], values: &[f32]) -> Result<Vec<f32>, String> {
+    let k = mask.iter().filter(|&&m| m).count();
+    if values.len() != k {
+        return Err(format!(
+            "{} values stored for {k} kept weights",
+            values.len()
+        ));
+    }
+    let mut it = values.iter();
+    Ok(mask
+        .iter()
+        .map(|&m| {
+            if m {
+                it.next().copied().unwrap_or(0.0)
+            } else {
+                0.0
+            }
+        })
+        .collect())
+}
+
+/// Decoded quantized values: masked when the encoding carried a mask.
+fn with_optional_mask(
+    mask: Option<Vec<bool>>,
+    values: Vec<f32>,
+    n: usize,
+) -> Result<(Vec<f32>, WeightState), String> {
+    match mask {
+        Some(mask) => Ok((scatter(&mask, &values)?, WeightState::Masked { mask })),
+        None if values.len() == n => Ok((values, WeightState::Dense)),
+        None => Err(format!("{} values stored, {n} expected", values.len())),
+    }
+}
+
+/// Element count of a shape, or an error when it overflows.
+fn elements(shape: &[usize]) -> Result<usize, String> {
+    shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| format!("shape {shape:?} is too large"))
+}
+
+impl StoredParam {
+    /// Element count of the tensor (checked against overflow).
+    pub fn elements(&self) -> Result<usize, String> {
+        elements(&self.shape)
+    }
+}
+
+impl StoredModel {
+    /// The stored form of a model (exact: effective weights are preserved).
+    pub fn from_model(model: &Model) -> StoredModel {
+        StoredModel {
+            graph: model.graph.clone(),
+            params: model
+                .params
+                .iter()
+                .map(|ts| {
+                    ts.iter()
+                        .map(|t| StoredParam {
+                            kind: t.kind,
+                            shape: t.shape.clone(),
+                            data: StoredTensor::from_tensor(t),
+                        })
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
+    /// Decodes every tensor. Structural checks against the graph are left
+    /// to [`Model::validate`]; this only makes the tensors self-consistent.
+    pub fn into_model(self) -> Result<Model, String> {
+        let names: Vec<String> = self.graph.nodes.iter().map(|n| n.name.clone()).collect();
+        let mut params = Vec::with_capacity(self.params.len());
+        for (i, ts) in self.params.into_iter().enumerate() {
+            let layer = names.get(i).map(String::as_str).unwrap_or("?");
+            let mut out = Vec::with_capacity(ts.len());
+            for p in ts {
+                let n = p.elements().map_err(|e| format!("layer '{layer}': {e}"))?;
+                let oc = p.shape.first().copied().unwrap_or(1);
+                let (data, state) = p.data.decode(n, oc).map_err(|e| {
+                    format!(
+                        "layer '{layer}': {} ({}): {e}",
+                        p.kind.suffix(),
+                        p.data.format()
+                    )
+                })?;
+                out.push(ParamTensor {
+                    kind: p.kind,
+                    shape: p.shape,
+                    data,
+                    state,
+                });
+            }
+            params.push(out);
+        }
+        Ok(Model {
+            graph: self.graph,
+            params,
+        })
+    }
+}

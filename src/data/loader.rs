@@ -1,0 +1,158 @@
+//! Turning a dataset into batches: epoch shuffles and NCHW f32 tensors.
+
+use super::{Augment, Dataset, Normalization};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+use rayon::prelude::*;
+
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// A deterministic permutation of `0..n` for a seed and epoch: each epoch
+/// gets its own shuffle, and rerunning with the same seed repeats them.
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = Rng::derive(seed ^ (epoch as u64 + 1).wrapping_mul(GOLDEN), "epoch_order");
+    rng.shuffle(&mut order);
+    order
+}
+
+/// The generator for the image at `position` in a batch seeded `rng_seed`:
+/// one per image, so the parallel loop gives the same result on any number
+/// of threads.
+pub fn image_rng(rng_seed: u64, position: usize) -> Rng {
+    Rng::new(rng_seed ^ (position as u64).wrapping_mul(GOLDEN))
+}
+
+/// Builds a `[B, C, H, W]` f32 batch of the images at `indices` (augmented,
+/// then normalized) and their labels.
+///
+/// Panics if an index is out of range or `norm` has the wrong number of
+/// channels: both are caller bugs, not bad input.
+pub fn make_batch(
+    ds: &Dataset,
+    indices: &[usize],
+    norm: &Normalization,
+    augment: Augment,
+    rng_seed: u64,
+) -> (Tensor, Vec<u32>) {
+    assert_eq!(
+        norm.channels(),
+        ds.channels,
+        "normalization has {} channels, dataset {} has {}",
+        norm.channels(),
+        ds.source,
+        ds.channels
+    );
+    let (c, h, w) = (ds.channels, ds.height, ds.width);
+    let n = ds.image_len();
+    let plane = h * w;
+    let luts = norm.lookup_tables();
+    let mut data = vec![0f32; indices.len() * n];
+    if n > 0 {
+        data.par_chunks_mut(n)
+            .zip(indices.par_iter())
+            .enumerate()
+            .for_each_init(
+                || vec![0u8; n],
+                |buf, (pos, (out, &i))| {
+                    let mut rng = image_rng(rng_seed, pos);
+                    augment.apply_into(ds.image(i), c, h, w, &mut rng, buf);
+                    for ((dst, src), lut) in out
+                        .chunks_exact_mut(plane)
+                        .zip(buf.chunks_exact(plane))
+                        .zip(&luts)
+                    {
+                        for (d, &b) in dst.iter_mut().zip(src) {
+                            *d = lut[b as usize];
+                        }
+                    }
+                },
+            );
+    }
+    let labels = indices.iter().map(|&i| ds.labels[i]).collect();
+    (Tensor::from_vec(&[indices.len(), c, h, w], data), labels)
+}
+
+/// Yields the batches of one pass over `order`.
+///
+/// Batch `k` is built with seed `seed ^ (k+1) * golden` so that augmentation
+/// differs between batches yet repeats for the same seed.
+pub struct BatchIter<'a> {
+    ds: &'a Dataset,
+    order: Vec<usize>,
+    batch_size: usize,
+    norm: Normalization,
+    augment: Augment,
+    seed: u64,
+    drop_last: bool,
+    next: usize,
+}
+
+impl<'a> BatchIter<'a> {
+    /// Batches of `batch_size` (at least 1) over `order`, without
+    /// augmentation, keeping the last partial batch.
+    pub fn new(ds: &'a Dataset, order: Vec<usize>, batch_size: usize, norm: &Normalization) -> Self {
+        BatchIter {
+            ds,
+            order,
+            batch_size: batch_size.max(1),
+            norm: norm.clone(),
+            augment: Augment::None,
+            seed: 0,
+            drop_last: false,
+            next: 0,
+        }
+    }
+
+    /// Augments with `augment`, seeded by `seed`.
+    pub fn with_augment(mut self, augment: Augment, seed: u64) -> Self {
+        self.augment = augment;
+        self.seed = seed;
+        self
+    }
+
+    /// Whether a last batch smaller than `batch_size` is skipped.
+    pub fn drop_last(mut self, drop_last: bool) -> Self {
+        self.drop_last = drop_last;
+        self
+    }
+
+    /// Number of batches this iterator yields in total.
+    pub fn num_batches(&self) -> usize {
+        let n = self.order.len();
+        if self.drop_last {
+            n / self.batch_size
+        } else {
+            n.div_ceil(self.batch_size)
+        }
+    }
+}
+
+impl Iterator for BatchIter<'_> {
+    type Item = (Tensor, Vec<u32>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let k = self.next;
+        if k >= self.num_batches() {
+            return None;
+        }
+        self.next += 1;
+        let start = k * self.batch_size;
+        let end = (start + self.batch_size).min(self.order.len());
+        let seed = self.seed ^ (k as u64 + 1).wrapping_mul(GOLDEN).rotate_left(29);
+        Some(make_batch(
+            self.ds,
+            &self.order[start..end],
+            &self.norm,
+            self.augment,
+            seed,
+        ))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.num_batches() - self.next;
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for BatchIter<'_> {}
