@@ -120,7 +120,11 @@ pub fn summarize(p: &Predictions, class_names: &[String]) -> EvalResult {
     }
     EvalResult {
         images: n,
-        accuracy: if n == 0 { 0.0 } else { correct as f64 / n as f64 },
+        accuracy: if n == 0 {
+            0.0
+        } else {
+            correct as f64 / n as f64
+        },
         ece,
         per_class: per
             .iter()

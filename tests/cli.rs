@@ -63,7 +63,10 @@ fn train_info_eval_round_trip() {
     let card_s = card.to_str().unwrap();
     let rep = json(&cardc(&train_args(card_s, &["--val-split", "0.1"])));
     assert!(card.exists());
-    assert!(!dir.path().join("m.card.ckpt").exists(), "checkpoint left behind");
+    assert!(
+        !dir.path().join("m.card.ckpt").exists(),
+        "checkpoint left behind"
+    );
     for k in [
         "accuracy",
         "epochs",
@@ -175,7 +178,11 @@ fn bad_inputs_get_one_line_errors() {
     assert_clean_error(&cardc(&["info", &d("missing.card")]), "missing.card");
     std::fs::write(d("empty.card"), b"").unwrap();
     assert_clean_error(&cardc(&["info", &d("empty.card")]), "empty.card");
-    std::fs::write(d("foreign.card"), b"\x89PNG\r\n\x1a\n0000000000000000000000").unwrap();
+    std::fs::write(
+        d("foreign.card"),
+        b"\x89PNG\r\n\x1a\n0000000000000000000000",
+    )
+    .unwrap();
     assert_clean_error(&cardc(&["info", &d("foreign.card")]), "foreign.card");
     // Unknown architecture, bad data spec, bad flags.
     let out = d("x.card");
@@ -188,11 +195,23 @@ fn bad_inputs_get_one_line_errors() {
     let mut a = train_args(&out, &[]);
     a[6] = "cifar10:/nowhere/at/all";
     assert_clean_error(&cardc(&a), "/nowhere/at/all");
-    assert_clean_error(&cardc(&train_args(&out, &["--val-split", "1.5"])), "--val-split");
-    assert_clean_error(&cardc(&train_args(&out, &["--schedule", "zigzag"])), "zigzag");
-    assert_clean_error(&cardc(&train_args(&out, &["--augment", "augmix"])), "not built yet");
+    assert_clean_error(
+        &cardc(&train_args(&out, &["--val-split", "1.5"])),
+        "--val-split",
+    );
+    assert_clean_error(
+        &cardc(&train_args(&out, &["--schedule", "zigzag"])),
+        "zigzag",
+    );
+    assert_clean_error(
+        &cardc(&train_args(&out, &["--augment", "augmix"])),
+        "not built yet",
+    );
     assert_clean_error(&cardc(&train_args(&out, &["--backend", "tpu"])), "tpu");
-    assert!(!dir.path().join("x.card").exists(), "failed run left an output");
+    assert!(
+        !dir.path().join("x.card").exists(),
+        "failed run left an output"
+    );
     // Unwritable output.
     let bad = "/proc/no/such/dir/x.card";
     assert_clean_error(&cardc(&train_args(bad, &["--epochs", "1"])), "x.card");

@@ -47,7 +47,10 @@ fn other_builtins_build_and_width_mult_scales() {
     // VGG-16 (CIFAR, BN) ~14.7 M parameters, ~313 M MACs.
     let (p, macs) = counts("vgg16", 1.0);
     assert!((14_700_000..=14_800_000).contains(&p), "vgg16 params {p}");
-    assert!((312_000_000..=315_000_000).contains(&macs), "vgg16 macs {macs}");
+    assert!(
+        (312_000_000..=315_000_000).contains(&macs),
+        "vgg16 macs {macs}"
+    );
     // Doubling the width of ResNet-18 is WRN-18-2: ~4x the parameters.
     let (p1, _) = counts("resnet18", 1.0);
     let (p2, _) = counts("resnet18", 2.0);
@@ -60,7 +63,9 @@ fn other_builtins_build_and_width_mult_scales() {
 
 #[test]
 fn unknown_arch_and_bad_description_are_refused() {
-    let e = build("resnet9000", &BuildOptions::default()).unwrap_err().to_string();
+    let e = build("resnet9000", &BuildOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("resnet9000") && e.contains("resnet20"), "{e}");
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.toml");

@@ -56,7 +56,7 @@ impl Kind {
         }
     }
 
-    /// Lower-case name ("card", "deck", "checkpoint").
+    /// Lower-case name for messages ("card", "deck", "training checkpoint").
     pub fn name(self) -> &'static str {
         match self {
             Kind::Card => "card",

@@ -229,7 +229,7 @@ pub fn summary_text(card: &Card) -> String {
     };
     let _ = writeln!(
         s,
-        "weights: {} stored vs {} as dense f32 ({ratio:.1}x smaller)",
+        "weights: {} stored vs {} as dense f32 ({ratio:.2}x smaller)",
         human(bytes),
         human(dense)
     );

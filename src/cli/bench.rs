@@ -34,10 +34,15 @@ fn stats(mut v: Vec<f64>) -> serde_json::Value {
 pub fn run(a: BenchArgs, json: bool) -> anyhow::Result<()> {
     match a.what.as_str() {
         "train" => {}
-        "infer" => anyhow::bail!("`cardc bench infer` is not built yet (arrives with the compiler milestone)"),
+        "infer" => anyhow::bail!(
+            "`cardc bench infer` is not built yet (arrives with the compiler milestone)"
+        ),
         w => anyhow::bail!("cardc bench '{w}': expected train or infer"),
     }
-    anyhow::ensure!(a.steps >= 1 && a.repeats >= 1, "--steps and --repeats must be at least 1");
+    anyhow::ensure!(
+        a.steps >= 1 && a.repeats >= 1,
+        "--steps and --repeats must be at least 1"
+    );
     let backend = crate::backend::select(&a.backend)?;
     let opts = crate::ir::models::BuildOptions {
         width_mult: a.width_mult,
@@ -48,11 +53,16 @@ pub fn run(a: BenchArgs, json: bool) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!(e))?;
     eprintln!(
         "bench train: {} (x{}) batch {} on {}, {} steps x {} repeats",
-        a.arch, a.width_mult, a.batch, backend.adapter(), a.steps, a.repeats
+        a.arch,
+        a.width_mult,
+        a.batch,
+        backend.adapter(),
+        a.steps,
+        a.repeats
     );
     let mut ips = Vec::new();
     for r in 0..a.repeats {
-        let v = crate::backend::cpu::bench_train_step(&a.arch, a.batch, a.steps)?;
+        let v = crate::backend::cpu::bench_train_step(&a.arch, a.width_mult, a.batch, a.steps)?;
         eprintln!("  repeat {}: {:.1} images/s", r + 1, v);
         ips.push(v);
     }
@@ -61,7 +71,7 @@ pub fn run(a: BenchArgs, json: bool) -> anyhow::Result<()> {
     // Training costs about 3x the forward MACs, 2 FLOPs per MAC.
     let gflops = median * macs as f64 * 6.0 / 1e9;
     let gemm = if a.gemm > 0 {
-        let g = 0.0; // TODO gemm peak
+        let g = crate::backend::cpu::gemm_gflops(a.gemm, 3);
         eprintln!("  sgemm {0}x{0}x{0}: {1:.1} GFLOP/s", a.gemm, g);
         Some(g)
     } else {
@@ -72,7 +82,10 @@ pub fn run(a: BenchArgs, json: bool) -> anyhow::Result<()> {
         a.arch,
         median,
         gflops,
-        gemm.map_or(String::new(), |g| format!(" = {:.2} of the GEMM rate", gflops / g))
+        gemm.map_or(String::new(), |g| format!(
+            " = {:.2} of the GEMM rate",
+            gflops / g
+        ))
     );
     if json {
         super::print_json(&serde_json::json!({

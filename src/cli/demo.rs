@@ -43,7 +43,11 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
     let t_all = Instant::now();
     std::fs::create_dir_all(&a.out)
         .map_err(|e| anyhow::anyhow!("--out {}: cannot create directory: {e}", a.out.display()))?;
-    let (n, epochs, width) = if a.quick { (2000, 4, 0.5) } else { (5000, 15, 1.0) };
+    let (n, epochs, width) = if a.quick {
+        (2000, 4, 0.5)
+    } else {
+        (5000, 15, 1.0)
+    };
     let spec = DataSpec::Synthetic(n);
     let mut stages = Vec::new();
 
@@ -92,7 +96,13 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
     let t = Instant::now();
     let card = Card::load(&card_path)?;
     let mut backend = crate::backend::select("auto")?;
-    let r = crate::eval::evaluate(backend.as_mut(), &card.model, &test_ds, &card.normalization, 256)?;
+    let r = crate::eval::evaluate(
+        backend.as_mut(),
+        &card.model,
+        &test_ds,
+        &card.normalization,
+        256,
+    )?;
     stages.push(Stage {
         stage: "eval",
         status: "ok",
@@ -123,14 +133,20 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
     stages.push(pending("export onnx", "the ONNX milestone"));
 
     let total = t_all.elapsed().as_secs_f64();
-    eprintln!("\n{:<18} {:<14} {:>8}  result", "stage", "status", "seconds");
+    eprintln!(
+        "\n{:<18} {:<14} {:>8}  result",
+        "stage", "status", "seconds"
+    );
     for s in &stages {
         eprintln!(
             "{:<18} {:<14} {:>8.1}  {}",
             s.stage, s.status, s.seconds, s.result
         );
     }
-    eprintln!("demo finished in {total:.1} s; cards in {}", a.out.display());
+    eprintln!(
+        "demo finished in {total:.1} s; cards in {}",
+        a.out.display()
+    );
     if json {
         super::print_json(&serde_json::json!({
             "stages": stages,

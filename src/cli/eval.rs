@@ -35,15 +35,23 @@ pub struct EvalArgs {
 
 pub fn run(a: EvalArgs, json: bool) -> anyhow::Result<()> {
     if a.corruptions.is_some() || a.severities.is_some() {
-        anyhow::bail!("--corruptions/--severities: not built yet (arrives with the robustness milestone)");
+        anyhow::bail!(
+            "--corruptions/--severities: not built yet (arrives with the robustness milestone)"
+        );
     }
     if let Some(at) = a.attack.first() {
         anyhow::bail!("--attack {at}: not built yet (arrives with the robustness milestone)");
     }
     let ext = a.model.extension().and_then(|e| e.to_str()).unwrap_or("");
     match ext {
-        "deck" => anyhow::bail!("{}: decks are not built yet (CARD-Deck milestone)", a.model.display()),
-        "onnx" => anyhow::bail!("{}: ONNX evaluation is not built yet (ONNX milestone)", a.model.display()),
+        "deck" => anyhow::bail!(
+            "{}: decks are not built yet (CARD-Deck milestone)",
+            a.model.display()
+        ),
+        "onnx" => anyhow::bail!(
+            "{}: ONNX evaluation is not built yet (ONNX milestone)",
+            a.model.display()
+        ),
         _ => {}
     }
     anyhow::ensure!(a.batch >= 1, "--batch must be at least 1");
@@ -78,7 +86,13 @@ pub fn run(a: EvalArgs, json: bool) -> anyhow::Result<()> {
     }
     let mut backend = crate::backend::select(&a.backend)?;
     let t = std::time::Instant::now();
-    let r = crate::eval::evaluate(backend.as_mut(), &card.model, &ds, &card.normalization, a.batch)?;
+    let r = crate::eval::evaluate(
+        backend.as_mut(),
+        &card.model,
+        &ds,
+        &card.normalization,
+        a.batch,
+    )?;
     let secs = t.elapsed().as_secs_f64();
     eprintln!(
         "{} on {} ({} images): accuracy {:.2}%, ECE {:.4} ({:.1} s)",
@@ -91,7 +105,12 @@ pub fn run(a: EvalArgs, json: bool) -> anyhow::Result<()> {
     );
     for (i, pc) in r.per_class.iter().enumerate() {
         let name = card.class_names.get(i).unwrap_or(&pc.class);
-        eprintln!("  {:<12} {:>6.2}%  ({} images)", name, 100.0 * pc.accuracy, pc.images);
+        eprintln!(
+            "  {:<12} {:>6.2}%  ({} images)",
+            name,
+            100.0 * pc.accuracy,
+            pc.images
+        );
     }
     if json {
         super::print_json(&serde_json::json!({

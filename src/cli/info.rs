@@ -11,7 +11,10 @@ pub struct InfoArgs {
 
 pub fn run(a: InfoArgs, json: bool) -> anyhow::Result<()> {
     if a.path.extension().and_then(|e| e.to_str()) == Some("deck") {
-        anyhow::bail!("{}: decks are not built yet (CARD-Deck milestone)", a.path.display());
+        anyhow::bail!(
+            "{}: decks are not built yet (CARD-Deck milestone)",
+            a.path.display()
+        );
     }
     let card = Card::load(&a.path)?;
     if json {

@@ -102,7 +102,9 @@ pub fn main() -> i32 {
             return 2;
         }
         // Ignored if a pool already exists (it cannot at this point).
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
     }
     let json = cli.json;
     let result = match cli.command {

@@ -90,7 +90,9 @@ impl TrainArgs {
             anyhow::bail!("--precision mixed: not built yet (arrives with the GPU backend)");
         }
         if let Some(a) = &self.adversarial {
-            anyhow::bail!("--adversarial {a}: not built yet (arrives with the robustness milestone)");
+            anyhow::bail!(
+                "--adversarial {a}: not built yet (arrives with the robustness milestone)"
+            );
         }
         let data = DataSpec::parse(&self.data)?;
         let mut c = TrainConfig::new(&self.arch, data, self.out.clone());

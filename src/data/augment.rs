@@ -26,9 +26,25 @@ impl Augment {
     /// shifts the image by `dx, dy` in `[-pad, pad]`; pixels shifted in from
     /// outside are 0 (the padding is applied to the bytes, before
     /// normalization, like torchvision's `RandomCrop(padding=pad)`).
-    pub fn apply_into(&self, image: &[u8], c: usize, h: usize, w: usize, rng: &mut Rng, out: &mut [u8]) {
-        assert_eq!(image.len(), c * h * w, "augment: image size does not match {c}x{h}x{w}");
-        assert_eq!(out.len(), image.len(), "augment: output size differs from input");
+    pub fn apply_into(
+        &self,
+        image: &[u8],
+        c: usize,
+        h: usize,
+        w: usize,
+        rng: &mut Rng,
+        out: &mut [u8],
+    ) {
+        assert_eq!(
+            image.len(),
+            c * h * w,
+            "augment: image size does not match {c}x{h}x{w}"
+        );
+        assert_eq!(
+            out.len(),
+            image.len(),
+            "augment: output size differs from input"
+        );
         let pad = match *self {
             Augment::None => {
                 out.copy_from_slice(image);
@@ -55,7 +71,11 @@ impl Augment {
                 for (x, d) in row.iter_mut().enumerate() {
                     let ox = if flip { w - 1 - x } else { x };
                     let sx = ox as isize + dx;
-                    *d = if sx < 0 || sx >= w as isize { 0 } else { srow[sx as usize] };
+                    *d = if sx < 0 || sx >= w as isize {
+                        0
+                    } else {
+                        srow[sx as usize]
+                    };
                 }
             }
         }

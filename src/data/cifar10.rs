@@ -71,7 +71,8 @@ fn split_files(dir: &Path, split: Split) -> anyhow::Result<Vec<PathBuf>> {
             let entries = std::fs::read_dir(dir)
                 .with_context(|| format!("cifar10: cannot list {}", dir.display()))?;
             for entry in entries {
-                let entry = entry.with_context(|| format!("cifar10: cannot list {}", dir.display()))?;
+                let entry =
+                    entry.with_context(|| format!("cifar10: cannot list {}", dir.display()))?;
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if let Some(mid) = name
                     .strip_prefix("data_batch_")
@@ -108,7 +109,11 @@ fn read_class_names(dir: &Path) -> anyhow::Result<Vec<String>> {
         .filter(|l| !l.is_empty())
         .map(String::from)
         .collect();
-    ensure!(!names.is_empty(), "cifar10: {} lists no class names", meta.display());
+    ensure!(
+        !names.is_empty(),
+        "cifar10: {} lists no class names",
+        meta.display()
+    );
     ensure!(
         names.len() <= 256,
         "cifar10: {} lists {} class names, but a label byte holds at most 256",
@@ -120,10 +125,15 @@ fn read_class_names(dir: &Path) -> anyhow::Result<Vec<String>> {
 
 /// Parses one batch file into (CHW images, labels).
 fn read_batch(path: &Path, num_classes: usize) -> anyhow::Result<(Vec<u8>, Vec<u32>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("cifar10: cannot read {}", path.display()))?;
-    ensure!(!bytes.is_empty(), "cifar10: {} is an empty file", path.display());
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cifar10: cannot read {}", path.display()))?;
     ensure!(
-        bytes.len() % RECORD_BYTES == 0,
+        !bytes.is_empty(),
+        "cifar10: {} is an empty file",
+        path.display()
+    );
+    ensure!(
+        bytes.len().is_multiple_of(RECORD_BYTES),
         "cifar10: {} has {} bytes, not a multiple of the {RECORD_BYTES}-byte record (truncated or not CIFAR-10 binary?)",
         path.display(),
         bytes.len()

@@ -86,7 +86,13 @@ impl Dataset {
         if !(0.0..1.0).contains(&fraction) {
             bail!("validation fraction {fraction} is not in [0, 1)");
         }
-        let k = self.num_classes().max(self.labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0));
+        let k = self.num_classes().max(
+            self.labels
+                .iter()
+                .map(|&l| l as usize + 1)
+                .max()
+                .unwrap_or(0),
+        );
         let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); k];
         for (i, &l) in self.labels.iter().enumerate() {
             by_class[l as usize].push(i);
@@ -121,7 +127,8 @@ impl Dataset {
                 held[i] = true;
             }
         }
-        let (hold_idx, keep_idx): (Vec<usize>, Vec<usize>) = (0..self.len()).partition(|&i| held[i]);
+        let (hold_idx, keep_idx): (Vec<usize>, Vec<usize>) =
+            (0..self.len()).partition(|&i| held[i]);
         if hold_idx.is_empty() || keep_idx.is_empty() {
             bail!(
                 "validation fraction {fraction} of {} images ({}) leaves an empty part ({} held out, {} kept)",

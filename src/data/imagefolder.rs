@@ -51,8 +51,10 @@ pub fn load_imagefolder(dir: &Path, split: Split) -> anyhow::Result<Dataset> {
     let class_names = class_folders(class_dir)?;
     let items = list_images(&root, &class_names, class_dir == &root)?;
 
-    let decoded: Vec<anyhow::Result<(u32, u32, Vec<u8>)>> =
-        items.par_iter().map(|(path, _)| decode_rgb_chw(path)).collect();
+    let decoded: Vec<anyhow::Result<(u32, u32, Vec<u8>)>> = items
+        .par_iter()
+        .map(|(path, _)| decode_rgb_chw(path))
+        .collect();
     let mut images = Vec::new();
     let mut size = None;
     for ((path, _), d) in items.iter().zip(decoded) {
@@ -87,12 +89,11 @@ pub fn load_imagefolder(dir: &Path, split: Split) -> anyhow::Result<Dataset> {
 fn class_folders(dir: &Path) -> anyhow::Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in read_dir(dir)? {
-        if entry.is_dir() {
-            if let Some(name) = entry.file_name().and_then(|n| n.to_str()) {
-                if !name.starts_with('.') {
-                    names.push(name.to_string());
-                }
-            }
+        if entry.is_dir()
+            && let Some(name) = entry.file_name().and_then(|n| n.to_str())
+            && !name.starts_with('.')
+        {
+            names.push(name.to_string());
         }
     }
     ensure!(
@@ -150,8 +151,8 @@ fn has_image_extension(p: &Path) -> bool {
 }
 
 fn read_dir(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("imagefolder: cannot list {}", dir.display()))?;
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("imagefolder: cannot list {}", dir.display()))?;
     entries
         .map(|e| {
             e.map(|e| e.path())
@@ -206,7 +207,10 @@ pub fn write_imagefolder(dir: &Path, ds: &Dataset) -> anyhow::Result<()> {
     (0..ds.len()).into_par_iter().try_for_each(|i| {
         let label = ds.labels[i] as usize;
         let class = ds.class_names.get(label).with_context(|| {
-            format!("cannot write {}: image {i} has label {label} without a class name", dir.display())
+            format!(
+                "cannot write {}: image {i} has label {label} without a class name",
+                dir.display()
+            )
         })?;
         let chw = ds.image(i);
         let mut hwc = vec![0u8; chw.len()];

@@ -11,7 +11,10 @@ const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 /// gets its own shuffle, and rerunning with the same seed repeats them.
 pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = Rng::derive(seed ^ (epoch as u64 + 1).wrapping_mul(GOLDEN), "epoch_order");
+    let mut rng = Rng::derive(
+        seed ^ (epoch as u64 + 1).wrapping_mul(GOLDEN),
+        "epoch_order",
+    );
     rng.shuffle(&mut order);
     order
 }
@@ -75,8 +78,10 @@ pub fn make_batch(
 
 /// Yields the batches of one pass over `order`.
 ///
-/// Batch `k` is built with seed `seed ^ (k+1) * golden` so that augmentation
-/// differs between batches yet repeats for the same seed.
+/// Batch `k` is built with seed `seed ^ rotl((k + 1) * golden, 29)`: the
+/// rotation keeps batch seeds apart from the per-position mixing in
+/// [`image_rng`], so augmentation differs between batches yet repeats for the
+/// same seed.
 pub struct BatchIter<'a> {
     ds: &'a Dataset,
     order: Vec<usize>,
@@ -91,7 +96,12 @@ pub struct BatchIter<'a> {
 impl<'a> BatchIter<'a> {
     /// Batches of `batch_size` (at least 1) over `order`, without
     /// augmentation, keeping the last partial batch.
-    pub fn new(ds: &'a Dataset, order: Vec<usize>, batch_size: usize, norm: &Normalization) -> Self {
+    pub fn new(
+        ds: &'a Dataset,
+        order: Vec<usize>,
+        batch_size: usize,
+        norm: &Normalization,
+    ) -> Self {
         BatchIter {
             ds,
             order,

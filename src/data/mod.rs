@@ -83,7 +83,9 @@ pub struct Normalization {
 pub enum Augment {
     None,
     /// Random crop with zero padding `pad` and horizontal flip.
-    FlipCrop { pad: usize },
+    FlipCrop {
+        pad: usize,
+    },
 }
 
 /// Loads one split of the dataset a `--data` argument names.

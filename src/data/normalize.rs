@@ -95,9 +95,17 @@ impl Normalization {
     /// lengths differ or the image's size is not a multiple of the channel
     /// count (caller bugs).
     pub fn apply_into(&self, image: &[u8], out: &mut [f32]) {
-        assert_eq!(image.len(), out.len(), "normalize: image and output lengths differ");
+        assert_eq!(
+            image.len(),
+            out.len(),
+            "normalize: image and output lengths differ"
+        );
         let c = self.channels();
-        assert!(c > 0 && image.len() % c == 0, "normalize: {} bytes for {c} channels", image.len());
+        assert!(
+            c > 0 && image.len().is_multiple_of(c),
+            "normalize: {} bytes for {c} channels",
+            image.len()
+        );
         let plane = image.len() / c;
         for ((src, dst), lut) in image
             .chunks_exact(plane)

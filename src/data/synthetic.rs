@@ -7,7 +7,7 @@
 //! background gradient and texture, distractor shapes and noise, and classes
 //! are built to overlap at their edges:
 //!
-//! * three grating classes differ only by stripe angle (ranges of 60 degrees
+//! * three grating classes differ only by stripe angle (ranges of 30 degrees
 //!   that meet, so near a boundary the label is a coin toss);
 //! * disk and square are the same superellipse with exponent ranges that
 //!   overlap (rounded squares look like fat disks), and a ring is a disk with
@@ -32,9 +32,9 @@ const TEST_SEED: u64 = 0x5EED_7E57_0000_0002;
 
 /// Class names, indexed by label.
 pub const CLASS_NAMES: [&str; 10] = [
-    "stripes-0deg",
-    "stripes-60deg",
-    "stripes-120deg",
+    "stripes-upright",
+    "stripes-diagonal",
+    "stripes-flat",
     "disk",
     "square",
     "ring",
@@ -80,7 +80,12 @@ struct Canvas {
 impl Canvas {
     /// Blends `color` over the canvas with per-pixel coverage `alpha(x, y)`
     /// evaluated at pixel centres, restricted to the box `[x0, x1) x [y0, y1)`.
-    fn blend(&mut self, color: [f32; 3], bbox: (f32, f32, f32, f32), alpha: impl Fn(f32, f32) -> f32) {
+    fn blend(
+        &mut self,
+        color: [f32; 3],
+        bbox: (f32, f32, f32, f32),
+        alpha: impl Fn(f32, f32) -> f32,
+    ) {
         let clampi = |v: f32| (v.max(0.0) as usize).min(SIDE);
         let (x0, x1) = (clampi(bbox.0.floor()), clampi(bbox.1.ceil()));
         let (y0, y1) = (clampi(bbox.2.floor()), clampi(bbox.3.ceil()));
@@ -111,11 +116,15 @@ fn random_color(rng: &mut Rng) -> [f32; 3] {
 }
 
 fn distance(a: [f32; 3], b: [f32; 3]) -> f32 {
-    a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt()
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f32>()
+        .sqrt()
 }
 
-/// A foreground colour at least `min` away from `bg` (or exactly about `d`
-/// away for hard images, where `exact` is set).
+/// A foreground colour far from `bg` (best of a few tries), or only 0.12 to
+/// 0.25 away for hard images.
 fn contrasting_color(rng: &mut Rng, bg: [f32; 3], hard: bool) -> [f32; 3] {
     if hard {
         let d = rng.range(0.12, 0.25);
@@ -168,7 +177,10 @@ impl Frame {
     }
     fn local(&self, x: f32, y: f32) -> (f32, f32) {
         let (dx, dy) = (x - self.cx, y - self.cy);
-        (dx * self.cos + dy * self.sin, -dx * self.sin + dy * self.cos)
+        (
+            dx * self.cos + dy * self.sin,
+            -dx * self.sin + dy * self.cos,
+        )
     }
     fn bbox(&self, r: f32) -> (f32, f32, f32, f32) {
         (self.cx - r, self.cx + r, self.cy - r, self.cy + r)
@@ -197,8 +209,8 @@ fn render(label: usize, rng: &mut Rng, out: &mut [u8]) {
     for y in 0..SIDE {
         for x in 0..SIDE {
             let t = ((x as f32 - 15.5) * gc + (y as f32 - 15.5) * gs) / 16.0 * gamp;
-            for c in 0..3 {
-                canvas.px[c * PLANE + y * SIDE + x] = bg[c] + t;
+            for (c, &b) in bg.iter().enumerate() {
+                canvas.px[c * PLANE + y * SIDE + x] = b + t;
             }
         }
     }
@@ -228,7 +240,11 @@ fn render(label: usize, rng: &mut Rng, out: &mut [u8]) {
         draw_distractor(rng, &mut canvas);
     }
 
-    let sigma = if hard { rng.range(0.06, 0.16) } else { rng.range(0.01, 0.07) };
+    let sigma = if hard {
+        rng.range(0.06, 0.16)
+    } else {
+        rng.range(0.01, 0.07)
+    };
     for (o, &v) in out.iter_mut().zip(&canvas.px) {
         let v = v + sigma * cheap_normal(rng);
         *o = (v.clamp(0.0, 1.0) * 255.0 + 0.5) as u8;
@@ -238,7 +254,11 @@ fn render(label: usize, rng: &mut Rng, out: &mut [u8]) {
 /// A small rectangle or line segment in a random colour anywhere.
 fn draw_distractor(rng: &mut Rng, canvas: &mut Canvas) {
     let col = random_color(rng);
-    let frame = Frame::new(rng.range(0.0, 32.0), rng.range(0.0, 32.0), rng.range(0.0, PI));
+    let frame = Frame::new(
+        rng.range(0.0, 32.0),
+        rng.range(0.0, 32.0),
+        rng.range(0.0, PI),
+    );
     let (hw, hh) = if rng.uniform() < 0.5 {
         (rng.range(1.0, 3.5), rng.range(1.0, 3.5))
     } else {
@@ -254,14 +274,21 @@ fn draw_distractor(rng: &mut Rng, canvas: &mut Canvas) {
 fn draw_object(label: usize, rng: &mut Rng, canvas: &mut Canvas, fg: [f32; 3], hard: bool) {
     let cx = 16.0 + rng.range(-5.0, 5.0);
     let cy = 16.0 + rng.range(-5.0, 5.0);
-    let r = if hard { rng.range(5.0, 12.0) } else { rng.range(6.5, 12.0) };
+    let r = if hard {
+        rng.range(5.0, 12.0)
+    } else {
+        rng.range(6.5, 12.0)
+    };
     let frame = Frame::new(cx, cy, rng.range(0.0, 2.0 * PI));
     let bbox = frame.bbox(r + 2.0);
     match label {
-        // Gratings in a soft round aperture; the class is the stripe angle
-        // (mod 180 degrees) in [-30, 30), [30, 90) or [90, 150).
+        // Gratings in a soft round aperture; the class is how far the
+        // stripes lean from vertical, |angle| in [0, 30), [30, 60) or
+        // [60, 90) degrees. Using |angle| keeps the label unchanged under
+        // a horizontal flip (the `flipcrop` augmentation).
         0..=2 => {
-            let deg = -30.0 + 60.0 * label as f32 + rng.range(0.0, 60.0);
+            let sign = if rng.uniform() < 0.5 { -1.0 } else { 1.0 };
+            let deg = sign * (30.0 * label as f32 + rng.range(0.0, 30.0));
             let grating = Frame::new(cx, cy, deg.to_radians());
             let period = rng.range(3.5, 8.0);
             let phase = rng.range(0.0, 2.0 * PI);
@@ -276,7 +303,11 @@ fn draw_object(label: usize, rng: &mut Rng, canvas: &mut Canvas, fg: [f32; 3], h
         }
         // Superellipses: exponents overlap on [2.8, 3.2].
         3 | 4 => {
-            let p = if label == 3 { rng.range(1.7, 3.2) } else { rng.range(2.8, 12.0) };
+            let p = if label == 3 {
+                rng.range(1.7, 3.2)
+            } else {
+                rng.range(2.8, 12.0)
+            };
             let b = r * rng.range(0.75, 1.0);
             canvas.blend(fg, bbox, |x, y| {
                 let (u, v) = frame.local(x, y);

@@ -3,6 +3,9 @@
 use super::op::{Op, Shape};
 use serde::{Deserialize, Serialize};
 
+/// Largest number of elements of any per-sample activation or parameter tensor.
+pub const MAX_ELEMENTS: usize = 1 << 31;
+
 /// One operator application. `inputs` are indices of earlier nodes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Node {
@@ -28,7 +31,12 @@ impl Graph {
                 op: Op::Input { .. },
                 ..
             }) => {}
-            _ => return Err(format!("graph '{}' must start with an Input node", self.name)),
+            _ => {
+                return Err(format!(
+                    "graph '{}' must start with an Input node",
+                    self.name
+                ));
+            }
         }
         for (i, node) in self.nodes.iter().enumerate() {
             if i > 0 && matches!(node.op, Op::Input { .. }) {
@@ -48,6 +56,19 @@ impl Graph {
                 .op
                 .output_shape(&ins)
                 .map_err(|e| format!("node '{}': {e}", node.name))?;
+            // Sizes may come from untrusted files: bound every tensor so
+            // later arithmetic cannot overflow.
+            let too_big = |dims: &[usize]| {
+                dims.iter()
+                    .try_fold(1usize, |a, &b| a.checked_mul(b))
+                    .is_none_or(|n| n > MAX_ELEMENTS)
+            };
+            if too_big(&s) || node.op.param_specs().iter().any(|p| too_big(&p.shape)) {
+                return Err(format!(
+                    "node '{}': tensor sizes exceed {MAX_ELEMENTS} elements",
+                    node.name
+                ));
+            }
             shapes.push(s);
         }
         let out = shapes.last().cloned().unwrap_or_default();
@@ -88,7 +109,7 @@ impl Graph {
             .iter()
             .zip(&shapes)
             .map(|(n, s)| n.op.macs(s))
-            .sum())
+            .fold(0u64, u64::saturating_add))
     }
 
     /// For each node, how many later nodes read it (the output counts as read).

@@ -104,7 +104,12 @@ pub fn load_desc(arch: &str) -> anyhow::Result<ModelDesc> {
     toml::from_str(&text).map_err(|e| {
         let line = e
             .span()
-            .map(|s| format!(" (line {})", text[..s.start.min(text.len())].lines().count().max(1)))
+            .map(|s| {
+                format!(
+                    " (line {})",
+                    text[..s.start.min(text.len())].lines().count().max(1)
+                )
+            })
             .unwrap_or_default();
         anyhow::anyhow!("{origin}: {}{line}", e.message().trim())
     })
@@ -220,9 +225,7 @@ pub fn build_from_desc(desc: &ModelDesc, opts: &BuildOptions) -> Result<Graph, S
                     }
                     x = b.relu(&format!("relu{ci}"), x)?;
                 } else {
-                    return Err(format!(
-                        "unknown layer '{l}' (use c<channels> or M)"
-                    ));
+                    return Err(format!("unknown layer '{l}' (use c<channels> or M)"));
                 }
             }
             x = b.push("flatten".into(), Op::Flatten, vec![x])?;

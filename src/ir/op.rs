@@ -113,11 +113,14 @@ pub struct ParamSpec {
     pub shape: Vec<usize>,
 }
 
+/// Output length of a sliding window; `None` when it does not fit or the
+/// sizes overflow (sizes may come from untrusted files).
 fn pooled(len: usize, k: usize, s: usize, p: usize) -> Option<usize> {
-    if s == 0 || len + 2 * p < k {
+    let padded = p.checked_mul(2)?.checked_add(len)?;
+    if s == 0 || k == 0 || padded < k {
         return None;
     }
-    Some((len + 2 * p - k) / s + 1)
+    Some((padded - k) / s + 1)
 }
 
 impl Op {
@@ -182,9 +185,7 @@ impl Op {
                         c.in_channels
                     ));
                 }
-                if c.groups == 0
-                    || c.in_channels % c.groups != 0
-                    || c.out_channels % c.groups != 0
+                if c.groups == 0 || c.in_channels % c.groups != 0 || c.out_channels % c.groups != 0
                 {
                     return Err(format!(
                         "Conv2d groups {} must divide in ({}) and out ({}) channels",

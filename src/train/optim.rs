@@ -80,7 +80,11 @@ impl Sgd {
                         .enumerate()
                         .for_each(update);
                 } else {
-                    t.data.iter_mut().zip(v.iter_mut()).enumerate().for_each(update);
+                    t.data
+                        .iter_mut()
+                        .zip(v.iter_mut())
+                        .enumerate()
+                        .for_each(update);
                 }
             }
         }

@@ -114,10 +114,7 @@ mod tests {
         assert_eq!(st.lr_at(499), 0.1);
         assert!((st.lr_at(500) - 0.01).abs() < 1e-9);
         assert!((st.lr_at(750) - 0.001).abs() < 1e-9);
-        let w = Schedule {
-            warmup: 100,
-            ..c
-        };
+        let w = Schedule { warmup: 100, ..c };
         assert!((w.lr_at(0) - 0.001).abs() < 1e-6);
         assert!((w.lr_at(99) - 0.1).abs() < 1e-6);
         assert!((w.lr_at(100) - 0.1).abs() < 1e-6);

@@ -4,7 +4,7 @@
 
 use super::optim::Sgd;
 use super::schedule::{Schedule, ScheduleKind};
-use crate::backend::{self, Backend};
+use crate::backend;
 use crate::card::{self, Card, Kind, Provenance};
 use crate::data::{self, Augment, DataSpec, Dataset, Normalization, Split};
 use crate::eval;
@@ -100,7 +100,10 @@ impl TrainConfig {
 
     fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.epochs >= 1, "--epochs must be at least 1");
-        anyhow::ensure!(self.batch >= 2, "--batch must be at least 2 (BatchNorm needs it)");
+        anyhow::ensure!(
+            self.batch >= 2,
+            "--batch must be at least 2 (BatchNorm needs it)"
+        );
         anyhow::ensure!(
             self.lr > 0.0 && self.lr.is_finite(),
             "--lr must be positive, got {}",
@@ -359,7 +362,9 @@ pub fn run(cfg: &TrainConfig) -> anyhow::Result<TrainReport> {
         train_images += seen;
         train_seconds += secs;
         let val_accuracy = match &data.val {
-            Some(v) => Some(eval::evaluate(backend.as_mut(), &ck.model, v, &data.norm, 256)?.accuracy),
+            Some(v) => {
+                Some(eval::evaluate(backend.as_mut(), &ck.model, v, &data.norm, 256)?.accuracy)
+            }
             None => None,
         };
         let log = EpochLog {

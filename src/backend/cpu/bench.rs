@@ -10,9 +10,18 @@ use std::time::Instant;
 
 /// Trains `arch` on random data for `steps` SGD steps of `batch` images,
 /// after one untimed warm-up step, and returns images per second.
-pub fn bench_train_step(arch: &str, batch: usize, steps: usize) -> anyhow::Result<f64> {
+pub fn bench_train_step(
+    arch: &str,
+    width_mult: f32,
+    batch: usize,
+    steps: usize,
+) -> anyhow::Result<f64> {
     anyhow::ensure!(batch > 0 && steps > 0, "batch and steps must be positive");
-    let graph = build(arch, &BuildOptions::default())?;
+    let opts = BuildOptions {
+        width_mult,
+        ..Default::default()
+    };
+    let graph = build(arch, &opts)?;
     let classes = graph.classes();
     let [c, h, w] = graph.input_shape();
     let mut model = Model::init(graph, 0).map_err(|e| anyhow::anyhow!(e))?;
@@ -44,7 +53,13 @@ pub fn gemm_gflops(n: usize, reps: usize) -> f64 {
     let b: Vec<f32> = (0..n * n).map(|i| (i % 5) as f32 * 0.1).collect();
     let mut c = vec![0.0f32; n * n];
     let run = |c: &mut [f32]| {
-        sgemm(MatMut::rm(c, n, n), false, Mat::rm(&a, n, n), Mat::rm(&b, n, n), 1.0);
+        sgemm(
+            MatMut::rm(c, n, n),
+            false,
+            Mat::rm(&a, n, n),
+            Mat::rm(&b, n, n),
+            1.0,
+        );
     };
     run(&mut c);
     let mut best = f64::INFINITY;

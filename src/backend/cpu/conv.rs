@@ -1,15 +1,17 @@
-//! 2-D convolution as im2col + GEMM over the whole batch, in the
-//! channel-major `[C, B, H, W]` layout: `W[Cout, K] x col[K, B*OH*OW]` is
-//! already the `[Cout, B, OH, OW]` output. The batch is processed in chunks
-//! so the column buffer stays cache-sized; backward recomputes the columns
-//! instead of caching them.
+//! 2-D convolution on pixel-major `[B, H, W, C]` activations: im2row of a
+//! chunk of images into `rows[pixels, K]` (K ordered kernel-row, kernel-col,
+//! channel, so each tap copies one contiguous channel vector), then
+//! `rows x W^T` gives the output chunk with channels contiguous. Chunks
+//! run in parallel, each with a cache-sized row buffer and a single-threaded
+//! GEMM; backward recomputes the rows instead of caching them.
 
-use super::gemm::{Mat, MatMut, sgemm};
+use super::eltwise;
+use super::gemm::{Mat, MatMut, sgemm, sgemm_serial};
 use crate::ir::Conv2d;
 use rayon::prelude::*;
 
-/// Column-buffer budget per chunk, in f32 values.
-const COL_BUDGET: usize = 1 << 20;
+/// Output pixels per chunk at least (GEMM efficiency wants tall products).
+const MIN_ROWS: usize = 256;
 
 /// Everything the kernels need to know about one convolution call.
 #[derive(Clone, Copy, Debug)]
@@ -52,165 +54,226 @@ impl ConvGeom {
         }
     }
 
-    /// Reduction length of one group's GEMM: `Cin/groups * kh * kw`.
-    fn k(&self) -> usize {
-        self.cin / self.groups * self.kh * self.kw
+    fn cig(&self) -> usize {
+        self.cin / self.groups
     }
 
     fn cog(&self) -> usize {
         self.cout / self.groups
     }
 
+    /// Reduction length of one group's GEMM: `Cin/groups * kh * kw`.
+    fn kg(&self) -> usize {
+        self.cig() * self.kh * self.kw
+    }
+
+    /// Row length of the im2row matrix (all groups).
+    fn ktot(&self) -> usize {
+        self.cin * self.kh * self.kw
+    }
+
     fn ohw(&self) -> usize {
         self.oh * self.ow
     }
 
-    /// 1x1, stride 1, no padding: the input already is the column matrix.
+    /// 1x1, stride 1, no padding: the input already is the row matrix.
     fn pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.ph == 0 && self.pw == 0
     }
 
-    /// Images per chunk so that the column buffer fits [`COL_BUDGET`].
-    fn chunk(&self) -> usize {
-        let per_image = (self.cin * self.kh * self.kw * self.ohw()).max(1);
-        (COL_BUDGET / per_image).clamp(1, self.batch.max(1))
+    /// Images per chunk: enough output pixels for an efficient GEMM.
+    fn images_per_chunk(&self) -> usize {
+        MIN_ROWS
+            .div_ceil(self.ohw().max(1))
+            .clamp(1, self.batch.max(1))
     }
 
-    /// Output columns `[lo, hi)` whose input column `o*s + k - p` is inside
-    /// `[0, len)`.
-    fn valid(o_len: usize, len: usize, s: usize, k: usize, p: usize) -> (usize, usize) {
-        let lo = if p > k { (p - k).div_ceil(s) } else { 0 };
-        let hi = if len + p > k {
-            ((len + p - k - 1) / s + 1).min(o_len)
-        } else {
-            0
-        };
-        (lo.min(hi), hi)
-    }
-}
-
-/// Fills `col` (`[Cin*kh*kw, nb*OH*OW]`) for images `b0..b0+nb` of `x`.
-fn im2col(g: &ConvGeom, x: &[f32], b0: usize, nb: usize, col: &mut [f32]) {
-    let (hw, ohw) = (g.h * g.w, g.ohw());
-    let nc = nb * ohw;
-    col.par_chunks_mut(nc).enumerate().for_each(|(r, row)| {
-        let ci = r / (g.kh * g.kw);
-        let ky = (r / g.kw) % g.kh;
-        let kx = r % g.kw;
-        let (xlo, xhi) = ConvGeom::valid(g.ow, g.w, g.sw, kx, g.pw);
-        let (ylo, yhi) = ConvGeom::valid(g.oh, g.h, g.sh, ky, g.ph);
-        for bi in 0..nb {
-            let plane = &x[(ci * g.batch + b0 + bi) * hw..][..hw];
-            let out = &mut row[bi * ohw..][..ohw];
-            out[..ylo * g.ow].fill(0.0);
-            out[yhi * g.ow..].fill(0.0);
-            for oy in ylo..yhi {
-                let iy = oy * g.sh + ky - g.ph;
-                let irow = &plane[iy * g.w..][..g.w];
-                let orow = &mut out[oy * g.ow..][..g.ow];
-                orow[..xlo].fill(0.0);
-                orow[xhi..].fill(0.0);
-                if g.sw == 1 {
-                    let off = xlo + kx - g.pw;
-                    orow[xlo..xhi].copy_from_slice(&irow[off..off + (xhi - xlo)]);
-                } else {
-                    for (ox, o) in orow[xlo..xhi].iter_mut().enumerate() {
-                        *o = irow[(ox + xlo) * g.sw + kx - g.pw];
-                    }
+    /// Weights `[Cout, Cig, kh, kw]` to the row order `[Cout, kh, kw, Cig]`.
+    fn permute(&self, w: &[f32]) -> Vec<f32> {
+        let (cig, kk) = (self.cig(), self.kh * self.kw);
+        let mut out = vec![0.0; w.len()];
+        for (o, wo) in out.chunks_mut(self.kg()).zip(w.chunks(self.kg())) {
+            for ci in 0..cig {
+                for t in 0..kk {
+                    o[t * cig + ci] = wo[ci * kk + t];
                 }
             }
         }
-    });
+        out
+    }
+
+    /// Inverse of [`Self::permute`] (for the weight gradient).
+    fn unpermute(&self, wt: &[f32]) -> Vec<f32> {
+        let (cig, kk) = (self.cig(), self.kh * self.kw);
+        let mut out = vec![0.0; wt.len()];
+        for (o, wo) in out.chunks_mut(self.kg()).zip(wt.chunks(self.kg())) {
+            for ci in 0..cig {
+                for t in 0..kk {
+                    o[ci * kk + t] = wo[t * cig + ci];
+                }
+            }
+        }
+        out
+    }
+
+    /// Input coordinate of output `o`, kernel tap `k`, if inside `[0, len)`.
+    fn src(o: usize, s: usize, k: usize, p: usize, len: usize) -> Option<usize> {
+        (o * s + k).checked_sub(p).filter(|&i| i < len)
+    }
+
+    /// The `[cog, kg]` block of permuted weights of group `gi`.
+    fn wt_group<'a>(&self, wt: &'a [f32], gi: usize) -> Mat<'a> {
+        let (cog, kg) = (self.cog(), self.kg());
+        Mat::rm(&wt[gi * cog * kg..(gi + 1) * cog * kg], cog, kg)
+    }
 }
 
-/// Scatter-adds `col` (`[Cin*kh*kw, nb*OH*OW]`) into `dx` for images
-/// `b0..b0+nb` (the adjoint of [`im2col`]).
-fn col2im(g: &ConvGeom, col: &[f32], b0: usize, nb: usize, dx: &mut [f32]) {
-    let (hw, ohw) = (g.h * g.w, g.ohw());
-    let nc = nb * ohw;
-    let kk = g.kh * g.kw;
-    dx.par_chunks_mut(g.batch * hw)
-        .enumerate()
-        .for_each(|(ci, dxc)| {
-            for ky in 0..g.kh {
-                let (ylo, yhi) = ConvGeom::valid(g.oh, g.h, g.sh, ky, g.ph);
-                for kx in 0..g.kw {
-                    let (xlo, xhi) = ConvGeom::valid(g.ow, g.w, g.sw, kx, g.pw);
-                    let row = &col[(ci * kk + ky * g.kw + kx) * nc..][..nc];
-                    for bi in 0..nb {
-                        let plane = &mut dxc[(b0 + bi) * hw..][..hw];
-                        let src = &row[bi * ohw..][..ohw];
-                        for oy in ylo..yhi {
-                            let iy = oy * g.sh + ky - g.ph;
-                            let drow = &mut plane[iy * g.w..][..g.w];
-                            let srow = &src[oy * g.ow..][..g.ow];
-                            if g.sw == 1 {
-                                let off = xlo + kx - g.pw;
-                                for (d, &s) in drow[off..off + (xhi - xlo)]
-                                    .iter_mut()
-                                    .zip(&srow[xlo..xhi])
-                                {
-                                    *d += s;
+/// Fills `rows` (`[nb*OH*OW, Cin*kh*kw]`) from the `nb` images of `x`
+/// (`[nb, H, W, Cin]`). Columns: group, kernel row, kernel col, channel.
+fn im2row(g: &ConvGeom, x: &[f32], rows: &mut [f32]) {
+    let (cin, cig, kg, ktot) = (g.cin, g.cig(), g.kg(), g.ktot());
+    let in_img = g.h * g.w * cin;
+    for (img, out) in x.chunks(in_img).zip(rows.chunks_mut(g.ohw() * ktot)) {
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let r = &mut out[(oy * g.ow + ox) * ktot..][..ktot];
+                // Ungrouped, fully inside horizontally: each kernel row is one
+                // contiguous run of kw pixels (one copy instead of kw).
+                let inside = g.groups == 1 && ox * g.sw >= g.pw && ox * g.sw + g.kw <= g.w + g.pw;
+                for ky in 0..g.kh {
+                    let iy = ConvGeom::src(oy, g.sh, ky, g.ph, g.h);
+                    if inside {
+                        let run = g.kw * cin;
+                        let dst = &mut r[ky * run..][..run];
+                        match iy {
+                            Some(iy) => {
+                                let ix = ox * g.sw - g.pw;
+                                dst.copy_from_slice(&img[(iy * g.w + ix) * cin..][..run]);
+                            }
+                            None => dst.fill(0.0),
+                        }
+                        continue;
+                    }
+                    for kx in 0..g.kw {
+                        let ix = ConvGeom::src(ox, g.sw, kx, g.pw, g.w);
+                        let t = ky * g.kw + kx;
+                        match (iy, ix) {
+                            (Some(iy), Some(ix)) => {
+                                let src = &img[(iy * g.w + ix) * cin..][..cin];
+                                for gi in 0..g.groups {
+                                    r[gi * kg + t * cig..][..cig]
+                                        .copy_from_slice(&src[gi * cig..][..cig]);
                                 }
-                            } else {
-                                for ox in xlo..xhi {
-                                    drow[ox * g.sw + kx - g.pw] += srow[ox];
+                            }
+                            _ => {
+                                for gi in 0..g.groups {
+                                    r[gi * kg + t * cig..][..cig].fill(0.0);
                                 }
                             }
                         }
                     }
                 }
             }
-        });
+        }
+    }
 }
 
-/// Forward: `x` is `[Cin, B, H, W]`, `w` is `[Cout, Cin/groups, kh, kw]`;
-/// returns `[Cout, B, OH, OW]`.
-pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-    let n = g.batch * g.ohw();
-    let (k, cog) = (g.k(), g.cog());
-    let mut y = vec![0.0f32; g.cout * n];
-    if g.pointwise() {
-        for gi in 0..g.groups {
-            sgemm(
-                MatMut::rm(&mut y[gi * cog * n..(gi + 1) * cog * n], cog, n),
-                false,
-                Mat::rm(&w[gi * cog * k..(gi + 1) * cog * k], cog, k),
-                Mat::rm(&x[gi * k * n..(gi + 1) * k * n], k, n),
-                1.0,
-            );
-        }
-    } else {
-        let chunk = g.chunk();
-        let mut col = vec![0.0f32; g.cin * g.kh * g.kw * chunk * g.ohw()];
-        for b0 in (0..g.batch).step_by(chunk) {
-            let nb = chunk.min(g.batch - b0);
-            let nc = nb * g.ohw();
-            let col = &mut col[..g.groups * k * nc];
-            im2col(g, x, b0, nb, col);
-            for gi in 0..g.groups {
-                let off = gi * cog * n + b0 * g.ohw();
-                let dst = MatMut {
-                    data: &mut y[off..],
-                    rows: cog,
-                    cols: nc,
-                    rs: n,
-                    cs: 1,
-                };
-                sgemm(
-                    dst,
-                    false,
-                    Mat::rm(&w[gi * cog * k..(gi + 1) * cog * k], cog, k),
-                    Mat::rm(&col[gi * k * nc..(gi + 1) * k * nc], k, nc),
-                    1.0,
-                );
+/// Scatter-adds `rows` into `dx` (`[nb, H, W, Cin]`), the adjoint of [`im2row`].
+fn row2im(g: &ConvGeom, rows: &[f32], dx: &mut [f32]) {
+    let (cin, cig, kg, ktot) = (g.cin, g.cig(), g.kg(), g.ktot());
+    let in_img = g.h * g.w * cin;
+    for (img, src) in dx.chunks_mut(in_img).zip(rows.chunks(g.ohw() * ktot)) {
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let r = &src[(oy * g.ow + ox) * ktot..][..ktot];
+                for ky in 0..g.kh {
+                    let Some(iy) = ConvGeom::src(oy, g.sh, ky, g.ph, g.h) else {
+                        continue;
+                    };
+                    for kx in 0..g.kw {
+                        let Some(ix) = ConvGeom::src(ox, g.sw, kx, g.pw, g.w) else {
+                            continue;
+                        };
+                        let t = ky * g.kw + kx;
+                        let d = &mut img[(iy * g.w + ix) * cin..][..cin];
+                        for gi in 0..g.groups {
+                            let s = &r[gi * kg + t * cig..][..cig];
+                            for (a, &b) in d[gi * cig..][..cig].iter_mut().zip(s) {
+                                *a += b;
+                            }
+                        }
+                    }
+                }
             }
         }
     }
+}
+
+/// `dst[rows, cout] = rows[rows, ktot] x Wt^T`, group by group.
+fn rows_times_wt(
+    g: &ConvGeom,
+    rows: &[f32],
+    n: usize,
+    ld: usize,
+    wt: &[f32],
+    dst: &mut [f32],
+    serial: bool,
+) {
+    let (cog, kg) = (g.cog(), g.kg());
+    for gi in 0..g.groups {
+        let d = MatMut {
+            data: &mut dst[gi * cog..],
+            rows: n,
+            cols: cog,
+            rs: g.cout,
+            cs: 1,
+        };
+        let l = Mat {
+            data: &rows[gi * kg..],
+            rows: n,
+            cols: kg,
+            rs: ld,
+            cs: 1,
+        };
+        let r = g.wt_group(wt, gi).t();
+        if serial {
+            sgemm_serial(d, false, l, r, 1.0);
+        } else {
+            sgemm(d, false, l, r, 1.0);
+        }
+    }
+}
+
+/// Forward: `x` is `[B, H, W, Cin]`, `w` is `[Cout, Cin/groups, kh, kw]`;
+/// returns `[B, OH, OW, Cout]`.
+pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let wt = g.permute(w);
+    let n = g.batch * g.ohw();
+    let mut y = vec![0.0f32; n * g.cout];
+    if g.pointwise() {
+        rows_times_wt(g, x, n, g.cin, &wt, &mut y, false);
+    } else {
+        let nb = g.images_per_chunk();
+        let (out_img, in_img, ktot) = (g.ohw() * g.cout, g.h * g.w * g.cin, g.ktot());
+        y.par_chunks_mut(nb * out_img)
+            .zip(x.par_chunks(nb * in_img))
+            .for_each_init(
+                || vec![0.0f32; nb * g.ohw() * ktot],
+                |buf, (yc, xc)| {
+                    let rows = yc.len() / g.cout;
+                    let buf = &mut buf[..rows * ktot];
+                    im2row(g, xc, buf);
+                    rows_times_wt(g, buf, rows, ktot, &wt, yc, true);
+                },
+            );
+    }
     if let Some(bias) = bias {
-        y.par_chunks_mut(n.max(1))
-            .zip(bias)
-            .for_each(|(yc, &b)| yc.iter_mut().for_each(|v| *v += b));
+        y.par_chunks_mut((eltwise::CHUNK / g.cout).max(1) * g.cout)
+            .for_each(|blk| {
+                for row in blk.chunks_exact_mut(g.cout) {
+                    row.iter_mut().zip(bias).for_each(|(v, &b)| *v += b);
+                }
+            });
     }
     y
 }
@@ -221,12 +284,90 @@ pub struct ConvGrads {
     pub dw: Vec<f32>,
     /// dL/db when the op has a bias.
     pub db: Option<Vec<f32>>,
-    /// dL/dx `[Cin, B, H, W]` when asked for.
+    /// dL/dx `[B, H, W, Cin]` when asked for.
     pub dx: Option<Vec<f32>>,
 }
 
-/// Backward: `dw = dy x col^T`, `dcol = W^T x dy` scattered back by
-/// [`col2im`]. Columns are recomputed chunk by chunk.
+/// One chunk of backward: adds this chunk's `dW` (row order) into `acc`
+/// and, when `dxc` is given, writes the chunk's input gradient.
+fn backward_chunk(
+    g: &ConvGeom,
+    xc: &[f32],
+    dyc: &[f32],
+    wt: &[f32],
+    acc: &mut [f32],
+    buf: &mut Vec<f32>,
+    dxc: Option<&mut [f32]>,
+) {
+    let (cog, kg, ktot) = (g.cog(), g.kg(), g.ktot());
+    let rows = dyc.len() / g.cout;
+    let (src, ld): (&[f32], usize) = if g.pointwise() {
+        (xc, g.cin)
+    } else {
+        buf.resize(rows * ktot, 0.0);
+        im2row(g, xc, &mut buf[..rows * ktot]);
+        (&buf[..rows * ktot], ktot)
+    };
+    for gi in 0..g.groups {
+        // dW_g[cog, kg] += dY_g^T[cog, rows] x rows_g[rows, kg]
+        let lhs = Mat {
+            data: &dyc[gi * cog..],
+            rows: cog,
+            cols: rows,
+            rs: 1,
+            cs: g.cout,
+        };
+        let rhs = Mat {
+            data: &src[gi * kg..],
+            rows,
+            cols: kg,
+            rs: ld,
+            cs: 1,
+        };
+        sgemm_serial(
+            MatMut::rm(&mut acc[gi * cog * kg..(gi + 1) * cog * kg], cog, kg),
+            true,
+            lhs,
+            rhs,
+            1.0,
+        );
+    }
+    let Some(dxc) = dxc else { return };
+    if g.pointwise() {
+        dy_times_wt(g, dyc, wt, dxc, g.cin);
+    } else {
+        let drows = &mut buf[..rows * ktot];
+        dy_times_wt(g, dyc, wt, drows, ktot);
+        row2im(g, drows, dxc);
+    }
+}
+
+/// `dst[rows, kg] = dY_g[rows, cog] x Wt_g[cog, kg]` for every group, `dst`
+/// with row stride `ld`.
+fn dy_times_wt(g: &ConvGeom, dyc: &[f32], wt: &[f32], dst: &mut [f32], ld: usize) {
+    let (cog, kg) = (g.cog(), g.kg());
+    let rows = dyc.len() / g.cout;
+    for gi in 0..g.groups {
+        let d = MatMut {
+            data: &mut dst[gi * kg..],
+            rows,
+            cols: kg,
+            rs: ld,
+            cs: 1,
+        };
+        let lhs = Mat {
+            data: &dyc[gi * cog..],
+            rows,
+            cols: cog,
+            rs: g.cout,
+            cs: 1,
+        };
+        sgemm_serial(d, false, lhs, g.wt_group(wt, gi), 1.0);
+    }
+}
+
+/// Backward: per chunk of images, `dW += dY^T x rows` (summed over chunks)
+/// and `drows = dY x Wt` scattered back by [`row2im`].
 pub fn backward(
     g: &ConvGeom,
     x: &[f32],
@@ -235,82 +376,61 @@ pub fn backward(
     has_bias: bool,
     want_dx: bool,
 ) -> ConvGrads {
-    let n = g.batch * g.ohw();
-    let (k, cog) = (g.k(), g.cog());
-    let mut dw = vec![0.0f32; g.cout * k];
-    let mut dx = want_dx.then(|| vec![0.0f32; g.cin * g.batch * g.h * g.w]);
-    if g.pointwise() {
-        for gi in 0..g.groups {
-            let dyg = Mat::rm(&dy[gi * cog * n..(gi + 1) * cog * n], cog, n);
-            let wg = Mat::rm(&w[gi * cog * k..(gi + 1) * cog * k], cog, k);
-            let xg = Mat::rm(&x[gi * k * n..(gi + 1) * k * n], k, n);
-            sgemm(
-                MatMut::rm(&mut dw[gi * cog * k..(gi + 1) * cog * k], cog, k),
-                false,
-                dyg,
-                xg.t(),
-                1.0,
-            );
-            if let Some(dx) = dx.as_mut() {
-                sgemm(
-                    MatMut::rm(&mut dx[gi * k * n..(gi + 1) * k * n], k, n),
-                    false,
-                    wg.t(),
-                    dyg,
-                    1.0,
-                );
-            }
-        }
+    let wt = g.permute(w);
+    let nb = if g.pointwise() {
+        // No row buffer: chunks only bound the partial dW count.
+        g.batch
+            .div_ceil(rayon::current_num_threads().max(1) * 4)
+            .max(1)
     } else {
-        let chunk = g.chunk();
-        let mut col = vec![0.0f32; g.cin * g.kh * g.kw * chunk * g.ohw()];
-        for (ci, b0) in (0..g.batch).step_by(chunk).enumerate() {
-            let nb = chunk.min(g.batch - b0);
-            let nc = nb * g.ohw();
-            let col = &mut col[..g.groups * k * nc];
-            im2col(g, x, b0, nb, col);
-            for gi in 0..g.groups {
-                let dyg = Mat {
-                    data: &dy[gi * cog * n + b0 * g.ohw()..],
-                    rows: cog,
-                    cols: nc,
-                    rs: n,
-                    cs: 1,
-                };
-                sgemm(
-                    MatMut::rm(&mut dw[gi * cog * k..(gi + 1) * cog * k], cog, k),
-                    ci > 0,
-                    dyg,
-                    Mat::rm(&col[gi * k * nc..(gi + 1) * k * nc], k, nc).t(),
-                    1.0,
-                );
-            }
-            if let Some(dx) = dx.as_mut() {
-                // The columns are consumed: reuse the buffer for dcol.
-                for gi in 0..g.groups {
-                    let dyg = Mat {
-                        data: &dy[gi * cog * n + b0 * g.ohw()..],
-                        rows: cog,
-                        cols: nc,
-                        rs: n,
-                        cs: 1,
-                    };
-                    sgemm(
-                        MatMut::rm(&mut col[gi * k * nc..(gi + 1) * k * nc], k, nc),
-                        false,
-                        Mat::rm(&w[gi * cog * k..(gi + 1) * cog * k], cog, k).t(),
-                        dyg,
-                        1.0,
-                    );
-                }
-                col2im(g, col, b0, nb, dx);
-            }
-        }
-    }
+        g.images_per_chunk()
+    };
+    let (out_img, in_img) = (g.ohw() * g.cout, g.h * g.w * g.cin);
+    let wlen = g.cout * g.kg();
+    let add = |mut a: Vec<f32>, b: Vec<f32>| {
+        a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+        a
+    };
+    let (dwt, dx) = if want_dx {
+        let mut dx = vec![0.0f32; g.batch * in_img];
+        let dwt = dx
+            .par_chunks_mut(nb * in_img)
+            .zip(x.par_chunks(nb * in_img))
+            .zip(dy.par_chunks(nb * out_img))
+            .fold(
+                || (vec![0.0f32; wlen], Vec::new()),
+                |(mut acc, mut buf), ((dxc, xc), dyc)| {
+                    backward_chunk(g, xc, dyc, &wt, &mut acc, &mut buf, Some(dxc));
+                    (acc, buf)
+                },
+            )
+            .map(|(acc, _)| acc)
+            .reduce(|| vec![0.0f32; wlen], add);
+        (dwt, Some(dx))
+    } else {
+        let dwt = x
+            .par_chunks(nb * in_img)
+            .zip(dy.par_chunks(nb * out_img))
+            .fold(
+                || (vec![0.0f32; wlen], Vec::new()),
+                |(mut acc, mut buf), (xc, dyc)| {
+                    backward_chunk(g, xc, dyc, &wt, &mut acc, &mut buf, None);
+                    (acc, buf)
+                },
+            )
+            .map(|(acc, _)| acc)
+            .reduce(|| vec![0.0f32; wlen], add);
+        (dwt, None)
+    };
     let db = has_bias.then(|| {
-        dy.par_chunks(n.max(1))
-            .map(|c| super::eltwise::sum(c) as f32)
+        eltwise::col_sum(dy, g.cout)
+            .iter()
+            .map(|&v| v as f32)
             .collect()
     });
-    ConvGrads { dw, db, dx }
+    ConvGrads {
+        dw: g.unpermute(&dwt),
+        db,
+        dx,
+    }
 }

@@ -24,10 +24,9 @@ pub fn relu_backward(dy: &mut [f32], y: &[f32]) {
     dy.par_chunks_mut(CHUNK)
         .zip(y.par_chunks(CHUNK))
         .for_each(|(d, y)| {
+            // Branch-free select: the sign pattern is random, branches mispredict.
             for (d, &y) in d.iter_mut().zip(y) {
-                if y <= 0.0 {
-                    *d = 0.0;
-                }
+                *d = if y > 0.0 { *d } else { 0.0 };
             }
         });
 }
@@ -38,9 +37,7 @@ pub fn relu6_backward(dy: &mut [f32], y: &[f32]) {
         .zip(y.par_chunks(CHUNK))
         .for_each(|(d, y)| {
             for (d, &y) in d.iter_mut().zip(y) {
-                if y <= 0.0 || y >= 6.0 {
-                    *d = 0.0;
-                }
+                *d = if y > 0.0 && y < 6.0 { *d } else { 0.0 };
             }
         });
 }
@@ -52,61 +49,83 @@ pub fn add_assign(acc: &mut [f32], x: &[f32]) {
         .for_each(|(a, x)| a.iter_mut().zip(x).for_each(|(a, &x)| *a += x));
 }
 
-/// Sum in f32 lanes (vectorised) with an f64 total, accurate for the
-/// hundred-thousand-element channel reductions of BatchNorm.
-pub fn sum(x: &[f32]) -> f64 {
-    let mut total = 0.0f64;
-    for block in x.chunks(4096) {
-        let mut acc = [0.0f32; 8];
-        let mut it = block.chunks_exact(8);
-        for c in &mut it {
-            for i in 0..8 {
-                acc[i] += c[i];
-            }
-        }
-        let tail: f32 = it.remainder().iter().sum();
-        total += (acc.iter().sum::<f32>() + tail) as f64;
-    }
-    total
+/// Length of the flat spans the per-channel kernels work on: whole rows
+/// of `c` channels, at least 64 values, so inner loops are long and
+/// vectorise even when `c` is 3 or 16.
+pub fn span(c: usize) -> usize {
+    c.max(1) * (64 / c.max(1)).max(1)
 }
 
-/// `sum((x - c)^2)` with the same accuracy scheme as [`sum`].
-pub fn sum_sq_dev(x: &[f32], c: f32) -> f64 {
-    let mut total = 0.0f64;
-    for block in x.chunks(4096) {
-        let mut acc = [0.0f32; 8];
-        let mut it = block.chunks_exact(8);
-        for ch in &mut it {
-            for i in 0..8 {
-                let d = ch[i] - c;
-                acc[i] += d * d;
-            }
-        }
-        let tail: f32 = it.remainder().iter().map(|&v| (v - c) * (v - c)).sum();
-        total += (acc.iter().sum::<f32>() + tail) as f64;
-    }
-    total
+/// `v` (one value per channel) repeated to fill a span of `w` values.
+pub fn tiled(v: &[f32], w: usize) -> Vec<f32> {
+    (0..w).map(|j| v[j % v.len().max(1)]).collect()
 }
 
-/// `sum(a * (b - c))`, same accuracy scheme as [`sum`].
-pub fn dot_dev(a: &[f32], b: &[f32], c: f32) -> f64 {
-    let mut total = 0.0f64;
-    for (ab, bb) in a.chunks(4096).zip(b.chunks(4096)) {
-        let mut acc = [0.0f32; 8];
-        let mut ia = ab.chunks_exact(8);
-        let mut ib = bb.chunks_exact(8);
-        for (x, y) in (&mut ia).zip(&mut ib) {
-            for i in 0..8 {
-                acc[i] += x[i] * (y[i] - c);
+/// Per-channel reduction of a row-major `[rows, c]` matrix. `f(acc, off)`
+/// folds the span of `acc.len()` values starting at `off` (whole rows) into
+/// the f32 accumulator `acc`; blocks of about 256 rows are summed in f32,
+/// their totals in f64.
+fn col_reduce<F>(len: usize, c: usize, f: F) -> Vec<f64>
+where
+    F: Fn(&mut [f32], usize) + Sync,
+{
+    let c = c.max(1);
+    let w = span(c);
+    let block = w * (256 * c).div_ceil(w);
+    let blocks = len.div_ceil(block);
+    (0..blocks)
+        .into_par_iter()
+        .map(|bi| {
+            let mut acc = vec![0.0f32; w];
+            let (lo, hi) = (bi * block, ((bi + 1) * block).min(len));
+            let mut off = lo;
+            while off + w <= hi {
+                f(&mut acc, off);
+                off += w;
             }
+            if off < hi {
+                f(&mut acc[..hi - off], off);
+            }
+            let mut out = vec![0.0f64; c];
+            for (j, &v) in acc.iter().enumerate() {
+                out[j % c] += v as f64;
+            }
+            out
+        })
+        .reduce(
+            || vec![0.0f64; c],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                a
+            },
+        )
+}
+
+/// Column sums of a row-major `[rows, c]` matrix.
+pub fn col_sum(x: &[f32], c: usize) -> Vec<f64> {
+    col_reduce(x.len(), c, |acc, off| {
+        for (a, &v) in acc.iter_mut().zip(&x[off..]) {
+            *a += v;
         }
-        let tail: f32 = ia
-            .remainder()
-            .iter()
-            .zip(ib.remainder())
-            .map(|(&x, &y)| x * (y - c))
-            .sum();
-        total += (acc.iter().sum::<f32>() + tail) as f64;
-    }
-    total
+    })
+}
+
+/// Column sums of `(x - mean[col])^2`.
+pub fn col_sq_dev(x: &[f32], c: usize, mean: &[f32]) -> Vec<f64> {
+    let m = tiled(mean, span(c));
+    col_reduce(x.len(), c, |acc, off| {
+        for ((a, &v), &m) in acc.iter_mut().zip(&x[off..]).zip(&m) {
+            *a += (v - m) * (v - m);
+        }
+    })
+}
+
+/// Column sums of `dy * (x - mean[col])`.
+pub fn col_dot_dev(dy: &[f32], x: &[f32], c: usize, mean: &[f32]) -> Vec<f64> {
+    let m = tiled(mean, span(c));
+    col_reduce(x.len(), c, |acc, off| {
+        for (((a, &d), &v), &m) in acc.iter_mut().zip(&dy[off..]).zip(&x[off..]).zip(&m) {
+            *a += d * (v - m);
+        }
+    })
 }

@@ -1,5 +1,5 @@
-//! The graph executor: runs the nodes in order on channel-major
-//! activations, frees each activation as soon as neither a later forward
+//! The graph executor: runs the nodes in order on pixel-major `[B*S, C]`
+//! activations (see [`super::layout`]), frees each activation as soon as neither a later forward
 //! op nor the backward pass needs it, and walks the graph backwards
 //! accumulating gradients of nodes read several times (residuals).
 
@@ -33,6 +33,9 @@ pub struct Tape {
     values: Vec<Option<Vec<f32>>>,
     saved: Vec<Saved>,
 }
+
+/// Gradients in the structure of `Model::params`: `[node][tensor][value]`.
+pub type ParamGrads = Vec<Vec<Vec<f32>>>;
 
 /// Running-statistics update of one BatchNorm node: `(node, mean, unbiased var)`.
 pub type BnUpdate = (usize, Vec<f32>, Vec<f32>);
@@ -86,8 +89,13 @@ fn backward_reads_output(op: &Op) -> bool {
 
 impl<'m> Prepared<'m> {
     pub fn new(model: &'m Model, batch: usize) -> anyhow::Result<Self> {
-        model.validate().map_err(|e| anyhow!("invalid model: {e}"))?;
-        let shapes = model.graph.shapes().map_err(|e| anyhow!("invalid graph: {e}"))?;
+        model
+            .validate()
+            .map_err(|e| anyhow!("invalid model: {e}"))?;
+        let shapes = model
+            .graph
+            .shapes()
+            .map_err(|e| anyhow!("invalid graph: {e}"))?;
         let eff = model
             .params
             .iter()
@@ -103,7 +111,9 @@ impl<'m> Prepared<'m> {
 
     /// Effective values of a node's parameter tensor of `kind`, if it has one.
     fn param(&self, node: usize, kind: ParamKind) -> Option<&[f32]> {
-        let k = self.model.params[node].iter().position(|t| t.kind == kind)?;
+        let k = self.model.params[node]
+            .iter()
+            .position(|t| t.kind == kind)?;
         Some(&self.eff[node][k])
     }
 
@@ -117,8 +127,8 @@ impl<'m> Prepared<'m> {
             .ok_or_else(|| anyhow!("layer '{}': missing {}", self.name(node), kind.suffix()))
     }
 
-    /// Runs the graph on channel-major input `x` (`[C, B, H, W]`). Returns
-    /// logits `[K, B]` and, in training mode, the tape for [`Self::backward`].
+    /// Runs the graph on pixel-major input `x` (`[B, H, W, C]`). Returns
+    /// logits `[B, K]` and, in training mode, the tape for [`Self::backward`].
     pub fn forward(&self, x: Vec<f32>, train: bool) -> anyhow::Result<(Vec<f32>, Tape)> {
         let nodes = &self.model.graph.nodes;
         let n = nodes.len();
@@ -161,7 +171,12 @@ impl<'m> Prepared<'m> {
                     let (oh, ow) = hw(&self.shapes[i]);
                     let g = ConvGeom::new(c, b, h, w, oh, ow);
                     let wt = self.required(i, ParamKind::Weight)?;
-                    conv::forward(&g, get(&values, ins[0], name)?, wt, self.param(i, ParamKind::Bias))
+                    conv::forward(
+                        &g,
+                        get(&values, ins[0], name)?,
+                        wt,
+                        self.param(i, ParamKind::Bias),
+                    )
                 }
                 Op::BatchNorm(bn) => {
                     let gamma = self.param(i, ParamKind::Gamma);
@@ -173,15 +188,20 @@ impl<'m> Prepared<'m> {
                                 "layer '{name}': BatchNorm in training needs more than one value per channel (batch {b})"
                             );
                         }
-                        let (y, st) =
-                            norm::train_forward(get(&values, ins[0], name)?, bn.channels, gamma, beta, bn.eps);
+                        let (y, st) = norm::train_forward(
+                            get(&values, ins[0], name)?,
+                            bn.channels,
+                            gamma,
+                            beta,
+                            bn.eps,
+                        );
                         saved[i] = Saved::Bn(st);
                         y
                     } else {
                         let mean = self.required(i, ParamKind::RunningMean)?;
                         let var = self.required(i, ParamKind::RunningVar)?;
                         let mut y = take(ins[0], &mut values)?;
-                        norm::eval_inplace(&mut y, bn.channels, mean, var, gamma, beta, bn.eps);
+                        norm::eval_inplace(&mut y, mean, var, gamma, beta, bn.eps);
                         y
                     }
                 }
@@ -197,9 +217,7 @@ impl<'m> Prepared<'m> {
                 }
                 Op::MaxPool(p) | Op::AvgPool(p) => {
                     let (c, _) = cs(&self.shapes[i]);
-                    let (h, w) = hw(&self.shapes[ins[0]]);
-                    let (oh, ow) = hw(&self.shapes[i]);
-                    let g = PoolGeom::new(p, c * b, h, w, oh, ow);
+                    let g = PoolGeom::new(p, b, c, hw(&self.shapes[ins[0]]), hw(&self.shapes[i]));
                     let xin = get(&values, ins[0], name)?;
                     if matches!(node.op, Op::MaxPool(_)) {
                         let (y, idx) = pool::max_forward(&g, xin);
@@ -212,8 +230,8 @@ impl<'m> Prepared<'m> {
                     }
                 }
                 Op::GlobalAvgPool => {
-                    let (_, s) = cs(&self.shapes[ins[0]]);
-                    pool::gap_forward(get(&values, ins[0], name)?, s)
+                    let (c, s) = cs(&self.shapes[ins[0]]);
+                    pool::gap_forward(get(&values, ins[0], name)?, s, c)
                 }
                 Op::Add => {
                     let (a, c) = (ins[0], ins[1]);
@@ -228,8 +246,8 @@ impl<'m> Prepared<'m> {
                     }
                 }
                 Op::Flatten => {
-                    let (_, s) = cs(&self.shapes[ins[0]]);
-                    layout::flatten_forward(take(ins[0], &mut values)?, b, s)
+                    let (c, s) = cs(&self.shapes[ins[0]]);
+                    layout::flatten_forward(take(ins[0], &mut values)?, b, s, c)
                 }
                 Op::Linear(l) => {
                     let wt = self.required(i, ParamKind::Weight)?;
@@ -237,9 +255,7 @@ impl<'m> Prepared<'m> {
                         get(&values, ins[0], name)?,
                         wt,
                         self.param(i, ParamKind::Bias),
-                        l.in_features,
-                        l.out_features,
-                        b,
+                        (l.in_features, l.out_features, b),
                     )
                 }
             };
@@ -269,15 +285,15 @@ impl<'m> Prepared<'m> {
         Ok((logits, Tape { values, saved }))
     }
 
-    /// Backward from dL/dlogits (`[K, B]`). Returns the gradient of every
+    /// Backward from dL/dlogits (`[B, K]`). Returns the gradient of every
     /// parameter tensor (structure of `model.params`) and, when asked, the
-    /// channel-major gradient of the input.
+    /// pixel-major gradient of the input.
     pub fn backward(
         &self,
         mut tape: Tape,
         dlogits: Vec<f32>,
         want_input_grad: bool,
-    ) -> anyhow::Result<(Vec<Vec<Vec<f32>>>, Option<Vec<f32>>)> {
+    ) -> anyhow::Result<(ParamGrads, Option<Vec<f32>>)> {
         let nodes = &self.model.graph.nodes;
         let n = nodes.len();
         let b = self.batch;
@@ -327,7 +343,7 @@ impl<'m> Prepared<'m> {
                     };
                     let gamma = self.param(i, ParamKind::Gamma);
                     let (dgamma, dbeta) =
-                        norm::backward(&mut dy, value(j)?, bn.channels, &st.mean, &st.invstd, gamma);
+                        norm::backward(&mut dy, value(j)?, bn.channels, st, gamma);
                     if bn.affine {
                         self.store(i, &mut grads[i], ParamKind::Gamma, dgamma);
                         self.store(i, &mut grads[i], ParamKind::Beta, dbeta);
@@ -345,9 +361,7 @@ impl<'m> Prepared<'m> {
                 Op::MaxPool(p) | Op::AvgPool(p) => {
                     let j = ins[0];
                     let (c, _) = cs(&self.shapes[i]);
-                    let (h, w) = hw(&self.shapes[j]);
-                    let (oh, ow) = hw(&self.shapes[i]);
-                    let geo = PoolGeom::new(p, c * b, h, w, oh, ow);
+                    let geo = PoolGeom::new(p, b, c, hw(&self.shapes[j]), hw(&self.shapes[i]));
                     let dx = match (&node.op, &tape.saved[i]) {
                         (Op::MaxPool(_), Saved::MaxIdx(idx)) => pool::max_backward(&geo, &dy, idx),
                         (Op::MaxPool(_), _) => bail!("layer '{name}': max-pool indices missing"),
@@ -356,16 +370,16 @@ impl<'m> Prepared<'m> {
                     into.push((j, dx));
                 }
                 Op::GlobalAvgPool => {
-                    let (_, s) = cs(&self.shapes[ins[0]]);
-                    into.push((ins[0], pool::gap_backward(&dy, s)));
+                    let (c, s) = cs(&self.shapes[ins[0]]);
+                    into.push((ins[0], pool::gap_backward(&dy, s, c)));
                 }
                 Op::Add => {
                     into.push((ins[0], dy.clone()));
                     into.push((ins[1], dy));
                 }
                 Op::Flatten => {
-                    let (_, s) = cs(&self.shapes[ins[0]]);
-                    into.push((ins[0], layout::flatten_backward(dy, b, s)));
+                    let (c, s) = cs(&self.shapes[ins[0]]);
+                    into.push((ins[0], layout::flatten_backward(dy, b, s, c)));
                 }
                 Op::Linear(l) => {
                     let j = ins[0];

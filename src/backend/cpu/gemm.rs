@@ -83,11 +83,29 @@ impl<'a> MatMut<'a> {
     }
 }
 
-/// `dst = (dst if accumulate else 0) + alpha * lhs * rhs`.
+/// `dst = (dst if accumulate else 0) + alpha * lhs * rhs`, multi-threaded
+/// when the product is large enough to profit.
 ///
 /// Panics (a programming error, never user input) when the shapes disagree
 /// or a view leaves its slice.
 pub fn sgemm(dst: MatMut<'_>, accumulate: bool, lhs: Mat<'_>, rhs: Mat<'_>, alpha: f32) {
+    gemm_impl(dst, accumulate, lhs, rhs, alpha, true);
+}
+
+/// [`sgemm`] on the calling thread only, for products that already run
+/// inside a parallel loop over batch chunks.
+pub fn sgemm_serial(dst: MatMut<'_>, accumulate: bool, lhs: Mat<'_>, rhs: Mat<'_>, alpha: f32) {
+    gemm_impl(dst, accumulate, lhs, rhs, alpha, false);
+}
+
+fn gemm_impl(
+    dst: MatMut<'_>,
+    accumulate: bool,
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    alpha: f32,
+    may_thread: bool,
+) {
     let (m, n, k) = (dst.rows, dst.cols, lhs.cols);
     assert!(
         lhs.rows == m && rhs.rows == k && rhs.cols == n,
@@ -115,7 +133,7 @@ pub fn sgemm(dst: MatMut<'_>, accumulate: bool, lhs: Mat<'_>, rhs: Mat<'_>, alph
         return;
     }
     let work = m.saturating_mul(n).saturating_mul(k);
-    let par = if work >= PAR_MIN_WORK && rayon::current_num_threads() > 1 {
+    let par = if may_thread && work >= PAR_MIN_WORK && rayon::current_num_threads() > 1 {
         Parallelism::Rayon(rayon::current_num_threads())
     } else {
         Parallelism::None

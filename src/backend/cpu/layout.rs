@@ -1,27 +1,16 @@
-//! Layout changes. Internally every activation is channel-major
-//! `[C, B, S]` (S = H*W, 1 for feature vectors): convolutions become one
-//! GEMM whose output is already in that layout, BatchNorm reduces over a
-//! contiguous run per channel, and linear layers are `W[out,in] x X[in,B]`.
-//! Transposes happen only at the input, at `Flatten` and at the logits.
+//! Layout changes. Internally every activation is pixel-major, channels
+//! last: `[B, H, W, C]`, viewed as a `[B*S, C]` matrix (S = H*W, 1 for
+//! feature vectors). A convolution is then `rows[pixels, K] x W^T[K, Cout]`
+//! with the output channels contiguous, the shape the `gemm` crate runs
+//! fastest for the few-channel layers of CIFAR networks (measured: 2-8x
+//! faster than the channel-major `W x col` product), each image is one
+//! contiguous block (batch-parallel kernels need no unsafe), and linear
+//! layers read `[B, F]` rows directly. Transposes happen only at the input
+//! and at `Flatten`.
 
 use rayon::prelude::*;
 
-/// `[d0, d1, s] -> [d1, d0, s]`: NCHW <-> CNHW for the input image and its
-/// gradient.
-pub fn swap01(x: &[f32], d0: usize, d1: usize, s: usize) -> Vec<f32> {
-    let mut y = vec![0.0; x.len()];
-    if s == 0 {
-        return y;
-    }
-    y.par_chunks_mut(d0 * s).enumerate().for_each(|(j, out)| {
-        for i in 0..d0 {
-            out[i * s..(i + 1) * s].copy_from_slice(&x[(i * d1 + j) * s..(i * d1 + j + 1) * s]);
-        }
-    });
-    y
-}
-
-/// Row-major `[rows, cols] -> [cols, rows]` into `dst`.
+/// Row-major `[rows, cols] -> [cols, rows]` into `dst`, in cache blocks.
 pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     const T: usize = 16;
     for r0 in (0..rows).step_by(T) {
@@ -35,27 +24,33 @@ pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     }
 }
 
-/// `Flatten` forward: `[C, B, S] -> [C*S, B]` (feature `c*S + s`, as
-/// PyTorch's `flatten(1)`).
-pub fn flatten_forward(x: Vec<f32>, b: usize, s: usize) -> Vec<f32> {
-    if s == 1 || x.is_empty() {
-        return x;
+/// Transposes each of the `batch` `[a, b]` blocks of `x` to `[b, a]`:
+/// NCHW -> NHWC with `(a, b) = (C, HW)`, NHWC -> NCHW with `(HW, C)`.
+pub fn transpose_each(x: &[f32], batch: usize, a: usize, b: usize) -> Vec<f32> {
+    let per = a * b;
+    if per == 0 || batch == 0 || a == 1 || b == 1 {
+        return x.to_vec();
     }
     let mut y = vec![0.0; x.len()];
-    y.par_chunks_mut(b * s)
-        .zip(x.par_chunks(b * s))
-        .for_each(|(out, inp)| transpose(inp, b, s, out));
+    y.par_chunks_mut(per)
+        .zip(x.par_chunks(per))
+        .for_each(|(out, inp)| transpose(inp, a, b, out));
     y
 }
 
-/// `Flatten` backward: `[C*S, B] -> [C, B, S]`.
-pub fn flatten_backward(dy: Vec<f32>, b: usize, s: usize) -> Vec<f32> {
-    if s == 1 || dy.is_empty() {
+/// `Flatten` forward: `[B, S, C] -> [B, C*S]` (feature `c*S + s`, as
+/// PyTorch's `flatten(1)` on NCHW).
+pub fn flatten_forward(x: Vec<f32>, b: usize, s: usize, c: usize) -> Vec<f32> {
+    if s == 1 || c == 1 {
+        return x;
+    }
+    transpose_each(&x, b, s, c)
+}
+
+/// `Flatten` backward: `[B, C*S] -> [B, S, C]`.
+pub fn flatten_backward(dy: Vec<f32>, b: usize, s: usize, c: usize) -> Vec<f32> {
+    if s == 1 || c == 1 {
         return dy;
     }
-    let mut dx = vec![0.0; dy.len()];
-    dx.par_chunks_mut(b * s)
-        .zip(dy.par_chunks(b * s))
-        .for_each(|(out, inp)| transpose(inp, s, b, out));
-    dx
+    transpose_each(&dy, b, c, s)
 }

@@ -1,25 +1,26 @@
-//! Fully connected layer on feature-major activations: `Y[out, B] =
-//! W[out, in] x X[in, B] + b`, so forward and both backward products are
-//! plain GEMMs with no transposed copies.
+//! Fully connected layer on row-major `[B, F]` activations:
+//! `Y = X x W^T + b` with `W` `[out, in]`; the transposes are free views.
 
 use super::eltwise;
 use super::gemm::{Mat, MatMut, sgemm};
 use rayon::prelude::*;
 
-/// Forward: `x` is `[fin, b]`, `w` is `[fout, fin]`; returns `[fout, b]`.
-pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, fin: usize, fout: usize, b: usize) -> Vec<f32> {
-    let mut y = vec![0.0f32; fout * b];
+/// `(in_features, out_features, batch)`.
+pub type Dims = (usize, usize, usize);
+
+/// Forward: `x` is `[b, fin]`, `w` is `[fout, fin]`; returns `[b, fout]`.
+pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, (fin, fout, b): Dims) -> Vec<f32> {
+    let mut y = vec![0.0f32; b * fout];
     sgemm(
-        MatMut::rm(&mut y, fout, b),
+        MatMut::rm(&mut y, b, fout),
         false,
-        Mat::rm(w, fout, fin),
-        Mat::rm(x, fin, b),
+        Mat::rm(x, b, fin),
+        Mat::rm(w, fout, fin).t(),
         1.0,
     );
     if let Some(bias) = bias {
-        y.par_chunks_mut(b.max(1))
-            .zip(bias)
-            .for_each(|(row, &bv)| row.iter_mut().for_each(|v| *v += bv));
+        y.par_chunks_mut(fout.max(1))
+            .for_each(|row| row.iter_mut().zip(bias).for_each(|(v, &bv)| *v += bv));
     }
     y
 }
@@ -31,37 +32,37 @@ pub struct LinearGrads {
     pub dx: Option<Vec<f32>>,
 }
 
-/// Backward: `dW = dY x X^T`, `db = rowsum(dY)`, `dX = W^T x dY`.
+/// Backward: `dW = dY^T x X`, `db = column sums of dY`, `dX = dY x W`.
 pub fn backward(
     x: &[f32],
     w: &[f32],
     dy: &[f32],
-    dims: (usize, usize, usize),
+    (fin, fout, b): Dims,
     has_bias: bool,
     want_dx: bool,
 ) -> LinearGrads {
-    let (fin, fout, b) = dims;
     let mut dw = vec![0.0f32; fout * fin];
-    let dym = Mat::rm(dy, fout, b);
+    let dym = Mat::rm(dy, b, fout);
     sgemm(
         MatMut::rm(&mut dw, fout, fin),
         false,
-        dym,
-        Mat::rm(x, fin, b).t(),
+        dym.t(),
+        Mat::rm(x, b, fin),
         1.0,
     );
     let db = has_bias.then(|| {
-        dy.chunks(b.max(1))
-            .map(|r| eltwise::sum(r) as f32)
+        eltwise::col_sum(dy, fout)
+            .iter()
+            .map(|&v| v as f32)
             .collect()
     });
     let dx = want_dx.then(|| {
-        let mut dx = vec![0.0f32; fin * b];
+        let mut dx = vec![0.0f32; b * fin];
         sgemm(
-            MatMut::rm(&mut dx, fin, b),
+            MatMut::rm(&mut dx, b, fin),
             false,
-            Mat::rm(w, fout, fin).t(),
             dym,
+            Mat::rm(w, fout, fin),
             1.0,
         );
         dx

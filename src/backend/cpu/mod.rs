@@ -1,9 +1,10 @@
 //! CPU reference backend: forward and backward of every IR operator.
 //!
-//! Activations are kept channel-major (`[C, B, H, W]`, vectors `[F, B]`)
-//! between operators so that convolutions and linear layers are single
-//! GEMMs over the whole batch (see [`layout`]). Inputs arrive and
-//! gradients/logits leave in the public NCHW / `[B, K]` layout.
+//! Activations are kept pixel-major (`[B, H, W, C]`, vectors `[B, F]`)
+//! between operators so that convolutions are `rows x W^T` GEMMs with the
+//! channels contiguous, batch chunks are contiguous for parallel kernels,
+//! and linear layers read rows directly (see [`layout`]). Images arrive and
+//! input gradients leave in the public NCHW layout.
 
 mod bench;
 mod conv;
@@ -66,22 +67,15 @@ fn check_images(model: &Model, images: &Tensor) -> anyhow::Result<usize> {
     }
 }
 
-/// Logits `[K, B]` (internal layout) to a `[B, K]` tensor.
-fn logits_tensor(logits: &[f32], k: usize, b: usize) -> Tensor {
-    let mut out = vec![0.0; k * b];
-    layout::transpose(logits, k, b, &mut out);
-    Tensor::from_vec(&[b, k], out)
-}
-
 /// Eval-mode forward (BatchNorm uses running statistics). `images` is
 /// `[B, C, H, W]`; returns logits `[B, K]`.
 pub fn infer(model: &Model, images: &Tensor) -> anyhow::Result<Tensor> {
     let b = check_images(model, images)?;
     let p = Prepared::new(model, b)?;
     let [c, h, w] = model.graph.input_shape();
-    let x = layout::swap01(&images.data, b, c, h * w);
+    let x = layout::transpose_each(&images.data, b, c, h * w);
     let (logits, _) = p.forward(x, false)?;
-    Ok(logits_tensor(&logits, logits.len() / b, b))
+    Ok(Tensor::from_vec(&[b, logits.len() / b], logits))
 }
 
 /// Train-mode forward (BatchNorm batch statistics; running statistics in
@@ -100,24 +94,34 @@ pub fn forward_backward(
     let [c, h, w] = model.graph.input_shape();
     let (loss, logits, grads, input_grad, updates) = {
         let p = Prepared::new(model, b)?;
-        let k = p.shapes.last().and_then(|s| s.first().copied()).unwrap_or(0);
+        let k = p
+            .shapes
+            .last()
+            .and_then(|s| s.first().copied())
+            .unwrap_or(0);
         if let Some((i, &l)) = labels.iter().enumerate().find(|(_, l)| **l as usize >= k) {
             bail!("label {l} of sample {i} is out of range for {k} classes");
         }
-        let x = layout::swap01(&images.data, b, c, h * w);
+        let x = layout::transpose_each(&images.data, b, c, h * w);
         let (logits, tape) = p.forward(x, true)?;
         let updates = tape.bn_updates();
-        let (loss, dlogits) = loss::softmax_xent(&logits, k, b, labels);
+        let (loss, dlogits) = loss::softmax_xent(&logits, k, labels);
         let (grads, dx) = p.backward(tape, dlogits, want_input_grad)?;
         let input_grad = match (want_input_grad, dx) {
             (true, Some(dx)) => Some(Tensor::from_vec(
                 &[b, c, h, w],
-                layout::swap01(&dx, c, b, h * w),
+                layout::transpose_each(&dx, b, h * w, c),
             )),
             (true, None) => Some(Tensor::zeros(&[b, c, h, w])),
             (false, _) => None,
         };
-        (loss, logits_tensor(&logits, k, b), grads, input_grad, updates)
+        (
+            loss,
+            Tensor::from_vec(&[b, k], logits),
+            grads,
+            input_grad,
+            updates,
+        )
     };
     update_running_stats(model, updates)?;
     Ok(TrainOutput {
@@ -137,7 +141,10 @@ fn update_running_stats(model: &mut Model, updates: Vec<exec::BnUpdate>) -> anyh
             bail!("layer '{}': not a BatchNorm", node.name);
         };
         let (m, name) = (bn.momentum, node.name.clone());
-        for (kind, stat) in [(ParamKind::RunningMean, &mean), (ParamKind::RunningVar, &var)] {
+        for (kind, stat) in [
+            (ParamKind::RunningMean, &mean),
+            (ParamKind::RunningVar, &var),
+        ] {
             let t = model.params[i]
                 .iter_mut()
                 .find(|t| t.kind == kind)

@@ -1,8 +1,8 @@
-//! BatchNorm over channel-major `[C, N]` activations (N = batch x spatial,
-//! contiguous per channel): train-mode forward with batch statistics, the
+//! BatchNorm over pixel-major `[R, C]` activations (R = batch x spatial,
+//! channels contiguous): train-mode forward with batch statistics, the
 //! eval-mode affine map, and the backward pass.
 
-use super::eltwise;
+use super::eltwise::{self, CHUNK};
 use rayon::prelude::*;
 
 /// Per-channel batch statistics of a train-mode forward.
@@ -14,8 +14,27 @@ pub struct BatchStats {
     pub var_unbiased: Vec<f32>,
 }
 
-/// Train-mode forward: normalises each channel of `x` (`[c, n]`) with its
-/// own batch mean and biased variance, then applies `gamma`/`beta`.
+/// Rayon task size for `[rows, c]` matrices: whole spans of whole rows.
+fn task_len(c: usize) -> usize {
+    let w = eltwise::span(c);
+    (CHUNK / w).max(1) * w
+}
+
+/// `y[r, c] = x[r, c] * scale[c] + shift[c]` in place.
+fn affine_inplace(x: &mut [f32], scale: &[f32], shift: &[f32]) {
+    let w = eltwise::span(scale.len());
+    let (a, b) = (eltwise::tiled(scale, w), eltwise::tiled(shift, w));
+    x.par_chunks_mut(task_len(scale.len())).for_each(|blk| {
+        for span in blk.chunks_mut(w) {
+            for ((v, &a), &b) in span.iter_mut().zip(&a).zip(&b) {
+                *v = *v * a + b;
+            }
+        }
+    });
+}
+
+/// Train-mode forward: normalises each channel of `x` (`[r, c]`) with its
+/// batch mean and biased variance, then applies `gamma`/`beta`.
 pub fn train_forward(
     x: &[f32],
     c: usize,
@@ -23,50 +42,60 @@ pub fn train_forward(
     beta: Option<&[f32]>,
     eps: f32,
 ) -> (Vec<f32>, BatchStats) {
-    let n = x.len() / c.max(1);
-    let mut y = vec![0.0f32; x.len()];
-    let stats: Vec<(f32, f32, f32)> = y
-        .par_chunks_mut(n.max(1))
-        .zip(x.par_chunks(n.max(1)))
-        .enumerate()
-        .map(|(ch, (yc, xc))| {
-            let mean = (eltwise::sum(xc) / n as f64) as f32;
-            let ss = eltwise::sum_sq_dev(xc, mean);
-            let var = (ss / n as f64) as f32;
-            let var_u = if n > 1 { (ss / (n - 1) as f64) as f32 } else { 0.0 };
-            let invstd = 1.0 / (var + eps).sqrt();
-            let scale = gamma.map_or(1.0, |g| g[ch]) * invstd;
-            let shift = beta.map_or(0.0, |b| b[ch]) - mean * scale;
-            for (o, &v) in yc.iter_mut().zip(xc) {
-                *o = v * scale + shift;
+    let r = (x.len() / c.max(1)).max(1);
+    let mean: Vec<f32> = eltwise::col_sum(x, c)
+        .iter()
+        .map(|s| (s / r as f64) as f32)
+        .collect();
+    let ss = eltwise::col_sq_dev(x, c, &mean);
+    let invstd: Vec<f32> = ss
+        .iter()
+        .map(|s| 1.0 / ((s / r as f64) as f32 + eps).sqrt())
+        .collect();
+    let var_unbiased = ss
+        .iter()
+        .map(|s| {
+            if r > 1 {
+                (s / (r - 1) as f64) as f32
+            } else {
+                0.0
             }
-            (mean, invstd, var_u)
         })
         .collect();
-    let stats = BatchStats {
-        mean: stats.iter().map(|s| s.0).collect(),
-        invstd: stats.iter().map(|s| s.1).collect(),
-        var_unbiased: stats.iter().map(|s| s.2).collect(),
-    };
-    (y, stats)
+    let scale: Vec<f32> = (0..c)
+        .map(|ch| gamma.map_or(1.0, |g| g[ch]) * invstd[ch])
+        .collect();
+    let shift: Vec<f32> = (0..c)
+        .map(|ch| beta.map_or(0.0, |b| b[ch]) - mean[ch] * scale[ch])
+        .collect();
+    let mut y = x.to_vec();
+    affine_inplace(&mut y, &scale, &shift);
+    (
+        y,
+        BatchStats {
+            mean,
+            invstd,
+            var_unbiased,
+        },
+    )
 }
 
 /// Eval-mode forward in place: `x = (x - mean) / sqrt(var + eps) * gamma + beta`.
 pub fn eval_inplace(
     x: &mut [f32],
-    c: usize,
     mean: &[f32],
     var: &[f32],
     gamma: Option<&[f32]>,
     beta: Option<&[f32]>,
     eps: f32,
 ) {
-    let n = x.len() / c.max(1);
-    x.par_chunks_mut(n.max(1)).enumerate().for_each(|(ch, xc)| {
-        let scale = gamma.map_or(1.0, |g| g[ch]) / (var[ch] + eps).sqrt();
-        let shift = beta.map_or(0.0, |b| b[ch]) - mean[ch] * scale;
-        xc.iter_mut().for_each(|v| *v = *v * scale + shift);
-    });
+    let scale: Vec<f32> = (0..mean.len())
+        .map(|ch| gamma.map_or(1.0, |g| g[ch]) / (var[ch] + eps).sqrt())
+        .collect();
+    let shift: Vec<f32> = (0..mean.len())
+        .map(|ch| beta.map_or(0.0, |b| b[ch]) - mean[ch] * scale[ch])
+        .collect();
+    affine_inplace(x, &scale, &shift);
 }
 
 /// Backward in place (`dy` becomes dL/dx). Returns `(dgamma, dbeta)`:
@@ -75,31 +104,43 @@ pub fn backward(
     dy: &mut [f32],
     x: &[f32],
     c: usize,
-    stats_mean: &[f32],
-    invstd: &[f32],
+    stats: &BatchStats,
     gamma: Option<&[f32]>,
 ) -> (Vec<f32>, Vec<f32>) {
-    let n = x.len() / c.max(1);
-    let sums: Vec<(f32, f32)> = dy
-        .par_chunks_mut(n.max(1))
-        .zip(x.par_chunks(n.max(1)))
-        .enumerate()
-        .map(|(ch, (dc, xc))| {
-            let (m, is) = (stats_mean[ch], invstd[ch]);
-            let sdy = eltwise::sum(dc);
-            let sdyx = eltwise::dot_dev(dc, xc, m) * is as f64;
-            let a = (sdy / n as f64) as f32;
-            let bcoef = (sdyx / n as f64) as f32 * is;
-            let gs = gamma.map_or(1.0, |g| g[ch]) * is;
-            // dx = gs * (dy - a - (x - m) * is * sdyx/n)
-            for (d, &v) in dc.iter_mut().zip(xc) {
-                *d = gs * (*d - a - (v - m) * bcoef);
-            }
-            (sdyx as f32, sdy as f32)
-        })
+    let r = (x.len() / c.max(1)).max(1) as f64;
+    let (mean, invstd) = (&stats.mean, &stats.invstd);
+    let sdy = eltwise::col_sum(dy, c);
+    let sdyx: Vec<f64> = eltwise::col_dot_dev(dy, x, c, mean)
+        .iter()
+        .zip(invstd)
+        .map(|(s, &is)| s * is as f64)
         .collect();
+    // dx = gs * dy - gs * a - (x - m) * gs * bcoef, per channel constants.
+    let gs: Vec<f32> = (0..c)
+        .map(|ch| gamma.map_or(1.0, |g| g[ch]) * invstd[ch])
+        .collect();
+    let off: Vec<f32> = (0..c).map(|ch| gs[ch] * (sdy[ch] / r) as f32).collect();
+    let slope: Vec<f32> = (0..c)
+        .map(|ch| gs[ch] * (sdyx[ch] / r) as f32 * invstd[ch])
+        .collect();
+    let w = eltwise::span(c);
+    let (gs, off, slope, m) = (
+        eltwise::tiled(&gs, w),
+        eltwise::tiled(&off, w),
+        eltwise::tiled(&slope, w),
+        eltwise::tiled(mean, w),
+    );
+    dy.par_chunks_mut(task_len(c))
+        .zip(x.par_chunks(task_len(c)))
+        .for_each(|(d, xv)| {
+            for (ds, xs) in d.chunks_mut(w).zip(xv.chunks(w)) {
+                for j in 0..ds.len() {
+                    ds[j] = gs[j] * ds[j] - off[j] - (xs[j] - m[j]) * slope[j];
+                }
+            }
+        });
     (
-        sums.iter().map(|s| s.0).collect(),
-        sums.iter().map(|s| s.1).collect(),
+        sdyx.iter().map(|&v| v as f32).collect(),
+        sdy.iter().map(|&v| v as f32).collect(),
     )
 }
