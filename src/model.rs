@@ -159,15 +159,15 @@ impl Model {
                         s.shape
                     ));
                 }
-                if let Some(m) = t.mask() {
-                    if m.len() != n {
-                        return Err(format!(
-                            "layer '{}': mask of {} has {} entries, expected {n}",
-                            node.name,
-                            s.kind.suffix(),
-                            m.len()
-                        ));
-                    }
+                if let Some(m) = t.mask()
+                    && m.len() != n
+                {
+                    return Err(format!(
+                        "layer '{}': mask of {} has {} entries, expected {n}",
+                        node.name,
+                        s.kind.suffix(),
+                        m.len()
+                    ));
                 }
                 if let Some(bad) = t.data.iter().position(|v| !v.is_finite()) {
                     return Err(format!(

@@ -655,6 +655,6 @@ fn bad_inputs_are_errors() {
     assert!(e.to_string().contains("input"), "{e}");
     assert!(infer(&m, &Tensor::zeros(&[1, 4])).is_err());
     m.params[2][0].data.pop();
-    let e = infer(&m, &x).err().expect("bad parameter");
+    let e = infer(&m, &x).expect_err("bad parameter");
     assert!(e.to_string().contains("fc"), "{e}");
 }

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 
 /// cardc: compact, robust image classifiers from training to the edge device.
 #[derive(Parser, Debug)]
-#[command(name = "cardc", version, about, long_about = None)]
+#[command(name = "cardc", version, about, long_about = None, args_override_self = true)]
 pub struct Cli {
     /// Machine-readable JSON summary on stdout (human text goes to stderr).
     #[arg(long, global = true)]

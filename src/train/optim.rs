@@ -61,12 +61,12 @@ impl Sgd {
                     | crate::model::WeightState::Binary { mask, .. } => Some(mask.as_slice()),
                 };
                 let update = |(j, (w, vj)): (usize, (&mut f32, &mut f32))| {
-                    if let Some(m) = mask {
-                        if !m[j] {
-                            *w = 0.0;
-                            *vj = 0.0;
-                            return;
-                        }
+                    if let Some(m) = mask
+                        && !m[j]
+                    {
+                        *w = 0.0;
+                        *vj = 0.0;
+                        return;
                     }
                     let gj = g[j] + wd * *w;
                     *vj = mu * *vj + gj;

@@ -13,6 +13,10 @@ use rayon::prelude::*;
 /// Output pixels per chunk at least (GEMM efficiency wants tall products).
 const MIN_ROWS: usize = 256;
 
+/// Partial weight gradients per convolution backward pass (fixed so the
+/// summation order, and thus the result, does not depend on thread count).
+const DW_GROUPS: usize = 4;
+
 /// Everything the kernels need to know about one convolution call.
 #[derive(Clone, Copy, Debug)]
 pub struct ConvGeom {
@@ -387,40 +391,57 @@ pub fn backward(
     };
     let (out_img, in_img) = (g.ohw() * g.cout, g.h * g.w * g.cin);
     let wlen = g.cout * g.kg();
-    let add = |mut a: Vec<f32>, b: Vec<f32>| {
-        a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-        a
+    // Images are split into a fixed number of contiguous groups, each
+    // accumulating its own partial dW; the partials are summed in group
+    // order. Unlike a rayon fold/reduce, whose grouping follows work
+    // stealing, this gives bit-identical gradients on every run.
+    let chunks = g.batch.div_ceil(nb).max(1);
+    let per_group = nb * chunks.div_ceil(chunks.min(DW_GROUPS));
+    let group = |xg: &[f32], dyg: &[f32], dxg: Option<&mut [f32]>| {
+        let mut acc = vec![0.0f32; wlen];
+        let mut buf = Vec::new();
+        match dxg {
+            Some(dxg) => {
+                for ((dxc, xc), dyc) in dxg
+                    .chunks_mut(nb * in_img)
+                    .zip(xg.chunks(nb * in_img))
+                    .zip(dyg.chunks(nb * out_img))
+                {
+                    backward_chunk(g, xc, dyc, &wt, &mut acc, &mut buf, Some(dxc));
+                }
+            }
+            None => {
+                for (xc, dyc) in xg.chunks(nb * in_img).zip(dyg.chunks(nb * out_img)) {
+                    backward_chunk(g, xc, dyc, &wt, &mut acc, &mut buf, None);
+                }
+            }
+        }
+        acc
+    };
+    let sum_in_order = |parts: Vec<Vec<f32>>| {
+        let mut it = parts.into_iter();
+        let mut total = it.next().unwrap_or_else(|| vec![0.0f32; wlen]);
+        for p in it {
+            total.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+        }
+        total
     };
     let (dwt, dx) = if want_dx {
         let mut dx = vec![0.0f32; g.batch * in_img];
-        let dwt = dx
-            .par_chunks_mut(nb * in_img)
-            .zip(x.par_chunks(nb * in_img))
-            .zip(dy.par_chunks(nb * out_img))
-            .fold(
-                || (vec![0.0f32; wlen], Vec::new()),
-                |(mut acc, mut buf), ((dxc, xc), dyc)| {
-                    backward_chunk(g, xc, dyc, &wt, &mut acc, &mut buf, Some(dxc));
-                    (acc, buf)
-                },
-            )
-            .map(|(acc, _)| acc)
-            .reduce(|| vec![0.0f32; wlen], add);
-        (dwt, Some(dx))
+        let parts: Vec<Vec<f32>> = dx
+            .par_chunks_mut(per_group * in_img)
+            .zip(x.par_chunks(per_group * in_img))
+            .zip(dy.par_chunks(per_group * out_img))
+            .map(|((dxg, xg), dyg)| group(xg, dyg, Some(dxg)))
+            .collect();
+        (sum_in_order(parts), Some(dx))
     } else {
-        let dwt = x
-            .par_chunks(nb * in_img)
-            .zip(dy.par_chunks(nb * out_img))
-            .fold(
-                || (vec![0.0f32; wlen], Vec::new()),
-                |(mut acc, mut buf), (xc, dyc)| {
-                    backward_chunk(g, xc, dyc, &wt, &mut acc, &mut buf, None);
-                    (acc, buf)
-                },
-            )
-            .map(|(acc, _)| acc)
-            .reduce(|| vec![0.0f32; wlen], add);
-        (dwt, None)
+        let parts: Vec<Vec<f32>> = x
+            .par_chunks(per_group * in_img)
+            .zip(dy.par_chunks(per_group * out_img))
+            .map(|(xg, dyg)| group(xg, dyg, None))
+            .collect();
+        (sum_in_order(parts), None)
     };
     let db = has_bias.then(|| {
         eltwise::col_sum(dy, g.cout)

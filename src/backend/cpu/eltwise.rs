@@ -92,13 +92,14 @@ where
             }
             out
         })
-        .reduce(
-            || vec![0.0f64; c],
-            |mut a, b| {
-                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-                a
-            },
-        )
+        // Collected and summed in block order: a rayon `reduce` would group
+        // partial sums by work stealing and lose run-to-run determinism.
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold(vec![0.0f64; c], |mut a, b| {
+            a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+            a
+        })
 }
 
 /// Column sums of a row-major `[rows, c]` matrix.
