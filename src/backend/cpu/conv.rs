@@ -106,6 +106,40 @@ impl ConvGeom {
         out
     }
 
+    /// The convolution whose forward is this one's input gradient (stride
+    /// 1, one group, `ph < kh`, `pw < kw`): `dy` in, `dx` out.
+    fn transposed(&self) -> ConvGeom {
+        ConvGeom {
+            cin: self.cout,
+            cout: self.cin,
+            groups: 1,
+            ph: self.kh - 1 - self.ph,
+            pw: self.kw - 1 - self.pw,
+            h: self.oh,
+            w: self.ow,
+            oh: self.h,
+            ow: self.w,
+            ..*self
+        }
+    }
+
+    /// Weights `[Cout, Cin, kh, kw]` of an ungrouped convolution to those of
+    /// [`Self::transposed`]: `[Cin, Cout, kh, kw]`, kernel flipped.
+    fn flip(&self, w: &[f32]) -> Vec<f32> {
+        let (kh, kw) = (self.kh, self.kw);
+        let mut out = vec![0.0; w.len()];
+        for co in 0..self.cout {
+            for ci in 0..self.cin {
+                let src = &w[(co * self.cin + ci) * kh * kw..][..kh * kw];
+                let dst = &mut out[(ci * self.cout + co) * kh * kw..][..kh * kw];
+                for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                    *d = *s;
+                }
+            }
+        }
+        out
+    }
+
     /// Inverse of [`Self::permute`] (for the weight gradient).
     fn unpermute(&self, wt: &[f32]) -> Vec<f32> {
         let (cig, kk) = (self.cig(), self.kh * self.kw);
@@ -130,6 +164,27 @@ impl ConvGeom {
         let (cog, kg) = (self.cog(), self.kg());
         Mat::rm(&wt[gi * cog * kg..(gi + 1) * cog * kg], cog, kg)
     }
+}
+
+thread_local! {
+    /// Per-thread im2row buffer, kept across calls so that every chunk of
+    /// every step does not map (and page-fault) a fresh allocation.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's scratch buffer of `len` values (contents
+/// unspecified: callers overwrite it).
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            f(&mut buf[..len])
+        }
+        // Re-entered (a nested rayon task on this thread): use a fresh one.
+        Err(_) => f(&mut vec![0.0f32; len]),
+    })
 }
 
 /// Fills `rows` (`[nb*OH*OW, Cin*kh*kw]`) from the `nb` images of `x`
@@ -261,15 +316,13 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<
         let (out_img, in_img, ktot) = (g.ohw() * g.cout, g.h * g.w * g.cin, g.ktot());
         y.par_chunks_mut(nb * out_img)
             .zip(x.par_chunks(nb * in_img))
-            .for_each_init(
-                || vec![0.0f32; nb * g.ohw() * ktot],
-                |buf, (yc, xc)| {
-                    let rows = yc.len() / g.cout;
-                    let buf = &mut buf[..rows * ktot];
+            .for_each(|(yc, xc)| {
+                let rows = yc.len() / g.cout;
+                with_scratch(rows * ktot, |buf| {
                     im2row(g, xc, buf);
                     rows_times_wt(g, buf, rows, ktot, &wt, yc, true);
-                },
-            );
+                });
+            });
     }
     if let Some(bias) = bias {
         y.par_chunks_mut((eltwise::CHUNK / g.cout).max(1) * g.cout)
@@ -300,7 +353,7 @@ fn backward_chunk(
     dyc: &[f32],
     wt: &[f32],
     acc: &mut [f32],
-    buf: &mut Vec<f32>,
+    buf: &mut [f32],
     dxc: Option<&mut [f32]>,
 ) {
     let (cog, kg, ktot) = (g.cog(), g.kg(), g.ktot());
@@ -308,7 +361,6 @@ fn backward_chunk(
     let (src, ld): (&[f32], usize) = if g.pointwise() {
         (xc, g.cin)
     } else {
-        buf.resize(rows * ktot, 0.0);
         im2row(g, xc, &mut buf[..rows * ktot]);
         (&buf[..rows * ktot], ktot)
     };
@@ -380,6 +432,19 @@ pub fn backward(
     has_bias: bool,
     want_dx: bool,
 ) -> ConvGrads {
+    // Stride 1, ungrouped: dx is itself a convolution of dy (flipped,
+    // transposed weights, complementary padding), a GEMM with a reduction of
+    // Cout*kh*kw and no scatter-add, instead of dY x Wt (reduction Cout) and
+    // row2im.
+    let direct_dx = want_dx
+        && g.groups == 1
+        && !g.pointwise()
+        && g.sh == 1
+        && g.sw == 1
+        && g.ph < g.kh
+        && g.pw < g.kw;
+    let dx_direct = direct_dx.then(|| forward(&g.transposed(), dy, &g.flip(w), None));
+    let want_dx = want_dx && !direct_dx;
     let wt = g.permute(w);
     let nb = if g.pointwise() {
         // No row buffer: chunks only bound the partial dW count.
@@ -399,23 +464,27 @@ pub fn backward(
     let per_group = nb * chunks.div_ceil(chunks.min(DW_GROUPS));
     let group = |xg: &[f32], dyg: &[f32], dxg: Option<&mut [f32]>| {
         let mut acc = vec![0.0f32; wlen];
-        let mut buf = Vec::new();
-        match dxg {
+        let buf_len = if g.pointwise() {
+            0
+        } else {
+            nb * g.ohw() * g.ktot()
+        };
+        with_scratch(buf_len, |buf| match dxg {
             Some(dxg) => {
                 for ((dxc, xc), dyc) in dxg
                     .chunks_mut(nb * in_img)
                     .zip(xg.chunks(nb * in_img))
                     .zip(dyg.chunks(nb * out_img))
                 {
-                    backward_chunk(g, xc, dyc, &wt, &mut acc, &mut buf, Some(dxc));
+                    backward_chunk(g, xc, dyc, &wt, &mut acc, buf, Some(dxc));
                 }
             }
             None => {
                 for (xc, dyc) in xg.chunks(nb * in_img).zip(dyg.chunks(nb * out_img)) {
-                    backward_chunk(g, xc, dyc, &wt, &mut acc, &mut buf, None);
+                    backward_chunk(g, xc, dyc, &wt, &mut acc, buf, None);
                 }
             }
-        }
+        });
         acc
     };
     let sum_in_order = |parts: Vec<Vec<f32>>| {
@@ -452,6 +521,6 @@ pub fn backward(
     ConvGrads {
         dw: g.unpermute(&dwt),
         db,
-        dx,
+        dx: dx.or(dx_direct),
     }
 }

@@ -143,6 +143,28 @@ impl<'m> Prepared<'m> {
                             .any(|c| c.inputs.contains(&j) && backward_reads_input(&c.op)))
             })
             .collect();
+        // A BatchNorm whose only reader is a ReLU applies the ReLU itself in
+        // train mode (one pass fewer); the ReLU node then has nothing to do.
+        let only_reader = |j: usize| {
+            let mut readers = nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.inputs.contains(&j));
+            match (readers.next(), readers.next()) {
+                (Some((r, c)), None) if c.inputs.len() == 1 => Some(r),
+                _ => None,
+            }
+        };
+        let fused_relu: Vec<bool> = (0..n)
+            .map(|i| {
+                train
+                    && matches!(nodes[i].op, Op::Relu)
+                    && nodes[i].inputs.len() == 1
+                    && matches!(nodes[nodes[i].inputs[0]].op, Op::BatchNorm(_))
+                    && only_reader(nodes[i].inputs[0]) == Some(i)
+            })
+            .collect();
+        let bn_relu = |j: usize| (j + 1..n).any(|i| fused_relu[i] && nodes[i].inputs[0] == j);
         let mut values: Vec<Option<Vec<f32>>> = (0..n).map(|_| None).collect();
         let mut saved: Vec<Saved> = (0..n).map(|_| Saved::None).collect();
         for (i, node) in nodes.iter().enumerate() {
@@ -194,6 +216,7 @@ impl<'m> Prepared<'m> {
                             gamma,
                             beta,
                             bn.eps,
+                            bn_relu(i),
                         );
                         saved[i] = Saved::Bn(st);
                         y
@@ -207,7 +230,9 @@ impl<'m> Prepared<'m> {
                 }
                 Op::Relu => {
                     let mut y = take(ins[0], &mut values)?;
-                    eltwise::relu_inplace(&mut y);
+                    if !fused_relu[i] {
+                        eltwise::relu_inplace(&mut y);
+                    }
                     y
                 }
                 Op::Relu6 => {

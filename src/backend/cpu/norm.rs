@@ -33,14 +33,41 @@ fn affine_inplace(x: &mut [f32], scale: &[f32], shift: &[f32]) {
     });
 }
 
+/// `y[r, c] = x[r, c] * scale[c] + shift[c]` (one pass, no copy of `x`),
+/// followed by `max(y, 0)` when `relu` (a fused ReLU).
+fn affine_into(y: &mut [f32], x: &[f32], scale: &[f32], shift: &[f32], relu: bool) {
+    let w = eltwise::span(scale.len());
+    let (a, b) = (eltwise::tiled(scale, w), eltwise::tiled(shift, w));
+    let t = task_len(scale.len());
+    y.par_chunks_mut(t)
+        .zip(x.par_chunks(t))
+        .for_each(|(yb, xb)| {
+            for (ys, xs) in yb.chunks_mut(w).zip(xb.chunks(w)) {
+                let lanes = ys.iter_mut().zip(xs).zip(&a).zip(&b);
+                if relu {
+                    for (((v, &x), &a), &b) in lanes {
+                        *v = (x * a + b).max(0.0);
+                    }
+                } else {
+                    for (((v, &x), &a), &b) in lanes {
+                        *v = x * a + b;
+                    }
+                }
+            }
+        });
+}
+
 /// Train-mode forward: normalises each channel of `x` (`[r, c]`) with its
-/// batch mean and biased variance, then applies `gamma`/`beta`.
+/// batch mean and biased variance, then applies `gamma`/`beta` (and a
+/// ReLU when `relu`: the executor fuses a following ReLU, which is
+/// idempotent and whose backward only reads its own output).
 pub fn train_forward(
     x: &[f32],
     c: usize,
     gamma: Option<&[f32]>,
     beta: Option<&[f32]>,
     eps: f32,
+    relu: bool,
 ) -> (Vec<f32>, BatchStats) {
     let r = (x.len() / c.max(1)).max(1);
     let mean: Vec<f32> = eltwise::col_sum(x, c)
@@ -68,8 +95,8 @@ pub fn train_forward(
     let shift: Vec<f32> = (0..c)
         .map(|ch| beta.map_or(0.0, |b| b[ch]) - mean[ch] * scale[ch])
         .collect();
-    let mut y = x.to_vec();
-    affine_inplace(&mut y, &scale, &shift);
+    let mut y = vec![0.0f32; x.len()];
+    affine_into(&mut y, x, &scale, &shift, relu);
     (
         y,
         BatchStats {
@@ -109,8 +136,8 @@ pub fn backward(
 ) -> (Vec<f32>, Vec<f32>) {
     let r = (x.len() / c.max(1)).max(1) as f64;
     let (mean, invstd) = (&stats.mean, &stats.invstd);
-    let sdy = eltwise::col_sum(dy, c);
-    let sdyx: Vec<f64> = eltwise::col_dot_dev(dy, x, c, mean)
+    let (sdy, sdyx) = eltwise::col_sum_and_dot_dev(dy, x, c, mean);
+    let sdyx: Vec<f64> = sdyx
         .iter()
         .zip(invstd)
         .map(|(s, &is)| s * is as f64)
