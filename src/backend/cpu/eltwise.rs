@@ -111,14 +111,42 @@ pub fn col_sum(x: &[f32], c: usize) -> Vec<f64> {
     })
 }
 
-/// Column sums of `(x - mean[col])^2`.
-pub fn col_sq_dev(x: &[f32], c: usize, mean: &[f32]) -> Vec<f64> {
-    let m = tiled(mean, span(c));
-    col_reduce(x.len(), c, |acc, off| {
-        for ((a, &v), &m) in acc.iter_mut().zip(&x[off..]).zip(&m) {
-            *a += (v - m) * (v - m);
-        }
-    })
+/// Column sums of `x - shift[col]` and of `(x - shift[col])^2` in one pass
+/// over the data (same blocking and summation order as [`col_reduce`]).
+pub fn col_sum_and_sq_shifted(x: &[f32], c: usize, shift: &[f32]) -> (Vec<f64>, Vec<f64>) {
+    let c = c.max(1);
+    let w = span(c);
+    let k = tiled(shift, w);
+    let len = x.len();
+    let block = w * (256 * c).div_ceil(w);
+    let blocks = len.div_ceil(block);
+    let parts: Vec<(Vec<f64>, Vec<f64>)> = (0..blocks)
+        .into_par_iter()
+        .map(|bi| {
+            let (mut s1, mut s2) = (vec![0.0f32; w], vec![0.0f32; w]);
+            let (lo, hi) = (bi * block, ((bi + 1) * block).min(len));
+            for xs in x[lo..hi].chunks(w) {
+                for (((a, b), &v), &k) in s1.iter_mut().zip(s2.iter_mut()).zip(xs).zip(&k) {
+                    let d = v - k;
+                    *a += d;
+                    *b += d * d;
+                }
+            }
+            let (mut o1, mut o2) = (vec![0.0f64; c], vec![0.0f64; c]);
+            for j in 0..w {
+                o1[j % c] += s1[j] as f64;
+                o2[j % c] += s2[j] as f64;
+            }
+            (o1, o2)
+        })
+        .collect();
+    // Summed in block order (deterministic, unlike a rayon reduce).
+    let (mut t1, mut t2) = (vec![0.0f64; c], vec![0.0f64; c]);
+    for (p1, p2) in parts {
+        t1.iter_mut().zip(p1).for_each(|(a, b)| *a += b);
+        t2.iter_mut().zip(p2).for_each(|(a, b)| *a += b);
+    }
+    (t1, t2)
 }
 
 /// Column sums of `dy` and of `dy * (x - mean[col])` in one pass over the

@@ -167,6 +167,7 @@ impl<'m> Prepared<'m> {
         let bn_relu = |j: usize| (j + 1..n).any(|i| fused_relu[i] && nodes[i].inputs[0] == j);
         let mut values: Vec<Option<Vec<f32>>> = (0..n).map(|_| None).collect();
         let mut saved: Vec<Saved> = (0..n).map(|_| Saved::None).collect();
+        let mut x = Some(x);
         for (i, node) in nodes.iter().enumerate() {
             let ins = &node.inputs;
             let name = &node.name;
@@ -186,7 +187,7 @@ impl<'m> Prepared<'m> {
                     if i != 0 {
                         bail!("layer '{name}': only node 0 may be an Input");
                     }
-                    x.clone()
+                    x.take().context("graph has several Input nodes")?
                 }
                 Op::Conv2d(c) => {
                     let (h, w) = hw(&self.shapes[ins[0]]);
@@ -399,8 +400,18 @@ impl<'m> Prepared<'m> {
                     into.push((ins[0], pool::gap_backward(&dy, s, c)));
                 }
                 Op::Add => {
-                    into.push((ins[0], dy.clone()));
-                    into.push((ins[1], dy));
+                    // Moves `dy` to one input; the other gets a copy only
+                    // when it has no gradient yet (else `dy` is added in).
+                    let (a, c) = (ins[0], ins[1]);
+                    if a != c && need(a) {
+                        match g[a].as_mut() {
+                            Some(acc) => eltwise::add_assign(acc, &dy),
+                            None => g[a] = Some(dy.clone()),
+                        }
+                    } else if a == c {
+                        into.push((a, dy.clone()));
+                    }
+                    into.push((c, dy));
                 }
                 Op::Flatten => {
                     let (c, s) = cs(&self.shapes[ins[0]]);

@@ -70,14 +70,21 @@ pub fn train_forward(
     relu: bool,
 ) -> (Vec<f32>, BatchStats) {
     let r = (x.len() / c.max(1)).max(1);
-    let mean: Vec<f32> = eltwise::col_sum(x, c)
-        .iter()
-        .map(|s| (s / r as f64) as f32)
+    // One pass: sums of `x - k` and `(x - k)^2` with `k` the first row, a
+    // shift close to the mean that keeps the variance formula accurate.
+    let k: Vec<f32> = (0..c).map(|ch| x.get(ch).copied().unwrap_or(0.0)).collect();
+    let (s1, s2) = eltwise::col_sum_and_sq_shifted(x, c, &k);
+    let rf = r as f64;
+    let mean: Vec<f32> = (0..c)
+        .map(|ch| (k[ch] as f64 + s1[ch] / rf) as f32)
         .collect();
-    let ss = eltwise::col_sq_dev(x, c, &mean);
+    // Sum of squared deviations from the mean, per channel.
+    let ss: Vec<f64> = (0..c)
+        .map(|ch| (s2[ch] - s1[ch] * s1[ch] / rf).max(0.0))
+        .collect();
     let invstd: Vec<f32> = ss
         .iter()
-        .map(|s| 1.0 / ((s / r as f64) as f32 + eps).sqrt())
+        .map(|s| 1.0 / ((s / rf) as f32 + eps).sqrt())
         .collect();
     let var_unbiased = ss
         .iter()
