@@ -61,129 +61,88 @@ pub fn tiled(v: &[f32], w: usize) -> Vec<f32> {
     (0..w).map(|j| v[j % v.len().max(1)]).collect()
 }
 
-/// Per-channel reduction of a row-major `[rows, c]` matrix. `f(acc, off)`
-/// folds the span of `acc.len()` values starting at `off` (whole rows) into
-/// the f32 accumulator `acc`; blocks of about 256 rows are summed in f32,
-/// their totals in f64.
-fn col_reduce<F>(len: usize, c: usize, f: F) -> Vec<f64>
+/// Per-channel reductions of row-major `[rows, c]` data, `N` sums at once.
+/// `f(acc, range)` folds the elements `range` (at most one span of whole
+/// rows, starting at a row) into the `N` f32 lane accumulators; blocks of
+/// about 256 rows are summed in f32, their totals in f64.
+fn col_reduce<const N: usize, F>(len: usize, c: usize, f: F) -> [Vec<f64>; N]
 where
-    F: Fn(&mut [f32], usize) + Sync,
+    F: Fn(&mut [Vec<f32>; N], std::ops::Range<usize>) + Sync,
 {
     let c = c.max(1);
     let w = span(c);
     let block = w * (256 * c).div_ceil(w);
     let blocks = len.div_ceil(block);
-    (0..blocks)
+    let parts: Vec<[Vec<f64>; N]> = (0..blocks)
         .into_par_iter()
         .map(|bi| {
-            let mut acc = vec![0.0f32; w];
+            let mut acc: [Vec<f32>; N] = std::array::from_fn(|_| vec![0.0f32; w]);
             let (lo, hi) = (bi * block, ((bi + 1) * block).min(len));
             let mut off = lo;
-            while off + w <= hi {
-                f(&mut acc, off);
-                off += w;
+            while off < hi {
+                let end = (off + w).min(hi);
+                f(&mut acc, off..end);
+                off = end;
             }
-            if off < hi {
-                f(&mut acc[..hi - off], off);
-            }
-            let mut out = vec![0.0f64; c];
-            for (j, &v) in acc.iter().enumerate() {
-                out[j % c] += v as f64;
-            }
-            out
+            acc.map(|lanes| {
+                let mut out = vec![0.0f64; c];
+                for (j, &v) in lanes.iter().enumerate() {
+                    out[j % c] += v as f64;
+                }
+                out
+            })
         })
-        // Collected and summed in block order: a rayon `reduce` would group
-        // partial sums by work stealing and lose run-to-run determinism.
-        .collect::<Vec<_>>()
-        .into_iter()
-        .fold(vec![0.0f64; c], |mut a, b| {
-            a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-            a
-        })
+        .collect();
+    // Summed in block order: a rayon `reduce` would group partial sums by
+    // work stealing and lose run-to-run determinism.
+    let mut total: [Vec<f64>; N] = std::array::from_fn(|_| vec![0.0f64; c]);
+    for part in parts {
+        for (t, p) in total.iter_mut().zip(part) {
+            t.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+        }
+    }
+    total
 }
 
 /// Column sums of a row-major `[rows, c]` matrix.
 pub fn col_sum(x: &[f32], c: usize) -> Vec<f64> {
-    col_reduce(x.len(), c, |acc, off| {
-        for (a, &v) in acc.iter_mut().zip(&x[off..]) {
+    let [sum] = col_reduce(x.len(), c, |[acc], r| {
+        for (a, &v) in acc.iter_mut().zip(&x[r]) {
             *a += v;
         }
-    })
+    });
+    sum
 }
 
 /// Column sums of `x - shift[col]` and of `(x - shift[col])^2` in one pass
-/// over the data (same blocking and summation order as [`col_reduce`]).
+/// over the data.
 pub fn col_sum_and_sq_shifted(x: &[f32], c: usize, shift: &[f32]) -> (Vec<f64>, Vec<f64>) {
-    let c = c.max(1);
-    let w = span(c);
-    let k = tiled(shift, w);
-    let len = x.len();
-    let block = w * (256 * c).div_ceil(w);
-    let blocks = len.div_ceil(block);
-    let parts: Vec<(Vec<f64>, Vec<f64>)> = (0..blocks)
-        .into_par_iter()
-        .map(|bi| {
-            let (mut s1, mut s2) = (vec![0.0f32; w], vec![0.0f32; w]);
-            let (lo, hi) = (bi * block, ((bi + 1) * block).min(len));
-            for xs in x[lo..hi].chunks(w) {
-                for (((a, b), &v), &k) in s1.iter_mut().zip(s2.iter_mut()).zip(xs).zip(&k) {
-                    let d = v - k;
-                    *a += d;
-                    *b += d * d;
-                }
-            }
-            let (mut o1, mut o2) = (vec![0.0f64; c], vec![0.0f64; c]);
-            for j in 0..w {
-                o1[j % c] += s1[j] as f64;
-                o2[j % c] += s2[j] as f64;
-            }
-            (o1, o2)
-        })
-        .collect();
-    // Summed in block order (deterministic, unlike a rayon reduce).
-    let (mut t1, mut t2) = (vec![0.0f64; c], vec![0.0f64; c]);
-    for (p1, p2) in parts {
-        t1.iter_mut().zip(p1).for_each(|(a, b)| *a += b);
-        t2.iter_mut().zip(p2).for_each(|(a, b)| *a += b);
-    }
-    (t1, t2)
+    let k = tiled(shift, span(c.max(1)));
+    let [s1, s2] = col_reduce(x.len(), c, |[s1, s2], r| {
+        for (((a, b), &v), &k) in s1.iter_mut().zip(s2.iter_mut()).zip(&x[r]).zip(&k) {
+            let d = v - k;
+            *a += d;
+            *b += d * d;
+        }
+    });
+    (s1, s2)
 }
 
 /// Column sums of `dy` and of `dy * (x - mean[col])` in one pass over the
-/// data (same blocking and summation order as [`col_reduce`]).
+/// data.
 pub fn col_sum_and_dot_dev(dy: &[f32], x: &[f32], c: usize, mean: &[f32]) -> (Vec<f64>, Vec<f64>) {
-    let c = c.max(1);
-    let w = span(c);
-    let m = tiled(mean, w);
-    let len = x.len();
-    let block = w * (256 * c).div_ceil(w);
-    let blocks = len.div_ceil(block);
-    let parts: Vec<(Vec<f64>, Vec<f64>)> = (0..blocks)
-        .into_par_iter()
-        .map(|bi| {
-            let (mut s1, mut s2) = (vec![0.0f32; w], vec![0.0f32; w]);
-            let (lo, hi) = (bi * block, ((bi + 1) * block).min(len));
-            for (ds, xs) in dy[lo..hi].chunks(w).zip(x[lo..hi].chunks(w)) {
-                for ((((a, b), &d), &v), &m) in
-                    s1.iter_mut().zip(s2.iter_mut()).zip(ds).zip(xs).zip(&m)
-                {
-                    *a += d;
-                    *b += d * (v - m);
-                }
-            }
-            let (mut o1, mut o2) = (vec![0.0f64; c], vec![0.0f64; c]);
-            for j in 0..w {
-                o1[j % c] += s1[j] as f64;
-                o2[j % c] += s2[j] as f64;
-            }
-            (o1, o2)
-        })
-        .collect();
-    // Summed in block order (deterministic, unlike a rayon reduce).
-    let (mut t1, mut t2) = (vec![0.0f64; c], vec![0.0f64; c]);
-    for (p1, p2) in parts {
-        t1.iter_mut().zip(p1).for_each(|(a, b)| *a += b);
-        t2.iter_mut().zip(p2).for_each(|(a, b)| *a += b);
-    }
-    (t1, t2)
+    let m = tiled(mean, span(c.max(1)));
+    let [s1, s2] = col_reduce(x.len(), c, |[s1, s2], r| {
+        for ((((a, b), &d), &v), &m) in s1
+            .iter_mut()
+            .zip(s2.iter_mut())
+            .zip(&dy[r.clone()])
+            .zip(&x[r])
+            .zip(&m)
+        {
+            *a += d;
+            *b += d * (v - m);
+        }
+    });
+    (s1, s2)
 }
