@@ -10,10 +10,15 @@
 pub mod backend;
 pub mod card;
 pub mod cli;
+pub mod compile;
+pub mod compress;
+pub mod corrupt;
 pub mod data;
 pub mod eval;
 pub mod ir;
 pub mod model;
+pub mod onnx;
 pub mod rng;
+pub mod robust;
 pub mod tensor;
 pub mod train;

@@ -189,9 +189,18 @@ fn resume_after_kill_matches_uninterrupted_run() {
 
 #[test]
 fn commands_not_built_yet_say_so() {
-    for cmd in [
-        "prune", "corrupt", "deck", "compile", "run", "export", "import", "report",
-    ] {
+    // One per line: each milestone removes its own as it lands.
+    let pending = [
+        "prune",   //
+        "corrupt", //
+        "deck",    //
+        "compile", //
+        "run",     //
+        "export",  //
+        "import",  //
+        "report",  //
+    ];
+    for cmd in pending {
         let o = cardc(&[cmd, "--whatever"]);
         assert_clean_error(&o, "not built yet");
     }

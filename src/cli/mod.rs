@@ -3,9 +3,17 @@
 //! only translate flags into configurations and print results.
 
 mod bench;
+mod compile;
+mod corrupt;
+mod deck;
 mod demo;
 mod eval;
+mod export;
+mod import;
 mod info;
+mod prune;
+mod report;
+mod run;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -44,26 +52,26 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Throughput benchmarks.
     Bench(bench::BenchArgs),
-    /// [not built yet] Pruning and binarization (ft gmp lth lrr ep biprop rigl).
-    Prune(Pending),
-    /// [not built yet] Write a CIFAR-10-C-layout corrupted dataset.
-    Corrupt(Pending),
-    /// [not built yet] Build a spectrally gated ensemble of cards.
-    Deck(Pending),
-    /// [not built yet] Compile a card or deck for a target.
-    Compile(Pending),
-    /// [not built yet] Build and run a compiled artifact, compare with the reference.
-    Run(Pending),
-    /// [not built yet] Export a card to ONNX.
-    Export(Pending),
-    /// [not built yet] Import an ONNX model as a card.
-    Import(Pending),
-    /// [not built yet] Self-contained report page of a card or deck.
-    Report(Pending),
+    /// Pruning and binarization (ft gmp lth lrr ep biprop rigl).
+    Prune(prune::PruneArgs),
+    /// Write a CIFAR-10-C-layout corrupted dataset.
+    Corrupt(corrupt::CorruptArgs),
+    /// Build a spectrally gated ensemble of cards.
+    Deck(deck::DeckArgs),
+    /// Compile a card or deck for a target.
+    Compile(compile::CompileArgs),
+    /// Build and run a compiled artifact, compare with the reference.
+    Run(run::RunArgs),
+    /// Export a card to ONNX.
+    Export(export::ExportArgs),
+    /// Import an ONNX model as a card.
+    Import(import::ImportArgs),
+    /// Self-contained report page of a card or deck.
+    Report(report::ReportArgs),
 }
 
 /// Which milestone brings a command that is not built yet.
-fn pending(name: &str) -> anyhow::Error {
+pub(crate) fn pending(name: &str) -> anyhow::Error {
     let what = match name {
         "prune" => "compression (FT, GMP, LTH, LRR, EP, BiProp, RigL)",
         "corrupt" | "report" => "robustness evaluation",
@@ -113,14 +121,14 @@ pub fn main() -> i32 {
         Command::Eval(a) => eval::run(a, json),
         Command::Info(a) => info::run(a, json),
         Command::Bench(a) => bench::run(a, json),
-        Command::Prune(_) => Err(pending("prune")),
-        Command::Corrupt(_) => Err(pending("corrupt")),
-        Command::Deck(_) => Err(pending("deck")),
-        Command::Compile(_) => Err(pending("compile")),
-        Command::Run(_) => Err(pending("run")),
-        Command::Export(_) => Err(pending("export")),
-        Command::Import(_) => Err(pending("import")),
-        Command::Report(_) => Err(pending("report")),
+        Command::Prune(a) => prune::run(a, json),
+        Command::Corrupt(a) => corrupt::run(a, json),
+        Command::Deck(a) => deck::run(a, json),
+        Command::Compile(a) => compile::run(a, json),
+        Command::Run(a) => run::run(a, json),
+        Command::Export(a) => export::run(a, json),
+        Command::Import(a) => import::run(a, json),
+        Command::Report(a) => report::run(a, json),
     };
     match result {
         Ok(()) => 0,

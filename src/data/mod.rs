@@ -12,6 +12,7 @@
 
 pub mod augment;
 pub mod cifar10;
+pub mod cifar10c;
 pub mod dataset;
 pub mod imagefolder;
 pub mod loader;
