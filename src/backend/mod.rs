@@ -16,6 +16,15 @@ pub struct StepStats {
     pub correct: usize,
 }
 
+/// Gradients of one train-mode batch.
+pub struct BatchGradients {
+    pub stats: StepStats,
+    /// Same structure as `model.params`; for masked or binary weights the
+    /// straight-through gradient (with respect to the effective weight,
+    /// zero where masked).
+    pub grads: Vec<Vec<Vec<f32>>>,
+}
+
 /// A training/inference engine.
 pub trait Backend {
     /// Human-readable description of the device (recorded in provenance).
@@ -24,9 +33,18 @@ pub trait Backend {
     fn name(&self) -> &'static str;
     /// Eval-mode forward: `images` is `[B, C, H, W]` normalized; returns logits `[B, K]`.
     fn infer(&mut self, model: &Model, images: &Tensor) -> anyhow::Result<Tensor>;
-    /// One SGD step on a batch: train-mode forward (BatchNorm batch
-    /// statistics, running statistics updated), softmax cross-entropy,
-    /// backward, optimizer update with masks honoured.
+    /// Train-mode forward (BatchNorm batch statistics, running statistics
+    /// updated), softmax cross-entropy and backward, without an update:
+    /// methods that train something other than the weights (edge-popup
+    /// scores, RigL's growth criterion) start here.
+    fn gradients(
+        &mut self,
+        model: &mut Model,
+        images: &Tensor,
+        labels: &[u32],
+    ) -> anyhow::Result<BatchGradients>;
+    /// One SGD step on a batch: [`Backend::gradients`], then the optimizer
+    /// update with masks honoured.
     fn train_step(
         &mut self,
         model: &mut Model,
@@ -34,7 +52,11 @@ pub trait Backend {
         images: &Tensor,
         labels: &[u32],
         lr: f32,
-    ) -> anyhow::Result<StepStats>;
+    ) -> anyhow::Result<StepStats> {
+        let g = self.gradients(model, images, labels)?;
+        sgd.step(model, &g.grads, lr);
+        Ok(g.stats)
+    }
 }
 
 /// The CPU reference backend (multi-threaded through rayon).
@@ -51,16 +73,13 @@ impl Backend for CpuBackend {
     fn infer(&mut self, model: &Model, images: &Tensor) -> anyhow::Result<Tensor> {
         cpu::infer(model, images)
     }
-    fn train_step(
+    fn gradients(
         &mut self,
         model: &mut Model,
-        sgd: &mut Sgd,
         images: &Tensor,
         labels: &[u32],
-        lr: f32,
-    ) -> anyhow::Result<StepStats> {
+    ) -> anyhow::Result<BatchGradients> {
         let out = cpu::forward_backward(model, images, labels, false)?;
-        sgd.step(model, &out.grads, lr);
         let correct = out
             .logits
             .argmax_rows()
@@ -68,9 +87,12 @@ impl Backend for CpuBackend {
             .zip(labels)
             .filter(|(p, l)| **p == **l as usize)
             .count();
-        Ok(StepStats {
-            loss: out.loss,
-            correct,
+        Ok(BatchGradients {
+            stats: StepStats {
+                loss: out.loss,
+                correct,
+            },
+            grads: out.grads,
         })
     }
 }

@@ -10,6 +10,13 @@ pub struct TrainArgs {
     /// Architecture: conv4, conv8, vgg16, resnet20, resnet18, wrn-18-2, or a model description file.
     #[arg(long)]
     pub arch: String,
+    #[command(flatten)]
+    pub opts: TrainOpts,
+}
+
+/// The training options `train` and `prune` share.
+#[derive(clap::Args, Debug)]
+pub struct TrainOpts {
     /// Dataset: cifar10:DIR, imagefolder:DIR, synthetic[:N].
     #[arg(long)]
     pub data: String,
@@ -20,9 +27,9 @@ pub struct TrainArgs {
     pub epochs: usize,
     #[arg(long, default_value_t = 128)]
     pub batch: usize,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 0.1)]
-    pub lr: f32,
+    /// Peak learning rate (default 0.1; `prune --method ft`: 0.01).
+    #[arg(long)]
+    pub lr: Option<f32>,
     /// Weight decay (L2).
     #[arg(long, default_value_t = 5e-4)]
     pub wd: f32,
@@ -37,7 +44,7 @@ pub struct TrainArgs {
     /// Linear warm-up epochs (cosine schedule).
     #[arg(long, default_value_t = 0.0)]
     pub warmup: f32,
-    /// none | flipcrop (augmix and gaussian[:σ] arrive with the compression milestone).
+    /// none | flipcrop | augmix | gaussian:σ[:p] (all on top of flip+crop but none).
     #[arg(long, default_value = "flipcrop")]
     pub augment: String,
     /// auto | cpu | wgpu
@@ -67,20 +74,9 @@ pub struct TrainArgs {
     pub test_limit: Option<usize>,
 }
 
-/// Parses `--augment` for the augmentations that exist so far.
-pub fn parse_augment(s: &str) -> anyhow::Result<Augment> {
-    match s {
-        "none" => Ok(Augment::None),
-        "flipcrop" => Ok(Augment::FlipCrop { pad: 4 }),
-        s if s == "augmix" || s.starts_with("gaussian") => anyhow::bail!(
-            "--augment {s}: not built yet (arrives with the compression milestone); use none or flipcrop"
-        ),
-        _ => anyhow::bail!("--augment '{s}': expected none, flipcrop, augmix or gaussian[:σ]"),
-    }
-}
-
-impl TrainArgs {
-    pub fn config(&self) -> anyhow::Result<TrainConfig> {
+impl TrainOpts {
+    /// The training configuration for `arch` (`lr` when `--lr` is not given).
+    pub fn config(&self, arch: &str, default_lr: f32) -> anyhow::Result<TrainConfig> {
         if self.precision != "f32" {
             anyhow::ensure!(
                 self.precision == "mixed",
@@ -95,17 +91,17 @@ impl TrainArgs {
             );
         }
         let data = DataSpec::parse(&self.data)?;
-        let mut c = TrainConfig::new(&self.arch, data, self.out.clone());
+        let mut c = TrainConfig::new(arch, data, self.out.clone());
         c.width_mult = self.width_mult;
         c.epochs = self.epochs;
         c.batch = self.batch;
-        c.lr = self.lr;
+        c.lr = self.lr.unwrap_or(default_lr);
         c.weight_decay = self.wd;
         c.momentum = self.momentum;
         c.nesterov = !self.no_nesterov;
         c.schedule = ScheduleKind::parse(&self.schedule)?;
         c.warmup_epochs = self.warmup;
-        c.augment = parse_augment(&self.augment)?;
+        c.augment = Augment::parse(&self.augment)?;
         c.augment_name = self.augment.clone();
         c.backend = self.backend.clone();
         c.seed = self.seed;
@@ -118,7 +114,7 @@ impl TrainArgs {
 }
 
 pub fn run(args: TrainArgs, json: bool) -> anyhow::Result<()> {
-    let cfg = args.config()?;
+    let cfg = args.opts.config(&args.arch, 0.1)?;
     crate::backend::select(&cfg.backend)?;
     let report = trainer::run(&cfg)?;
     eprintln!(

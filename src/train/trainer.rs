@@ -77,7 +77,7 @@ impl TrainConfig {
     }
 
     /// The settings a checkpoint must share with a run that resumes it.
-    fn fingerprint(&self) -> String {
+    pub fn fingerprint(&self) -> String {
         format!(
             "{}|{}|{}|{}|{}|{}|{}|{}|{}|{:?}|{}|{}|{}|{}|{:?}",
             self.arch,
@@ -126,23 +126,98 @@ impl TrainConfig {
 /// Per-epoch record, kept in checkpoints and reported at the end.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EpochLog {
+    /// Which phase (`train`, `round 3/5`, ...) the epoch belongs to.
+    pub phase: String,
     pub epoch: usize,
     pub loss: f64,
     pub train_accuracy: f64,
     pub val_accuracy: Option<f64>,
+    /// Sparsity of the prunable weights at the end of the epoch.
+    pub sparsity: f64,
     pub seconds: f64,
     pub images_per_second: f64,
 }
 
-/// Training state written atomically after every epoch.
+/// Model, optimizer and progress of one phase: what a checkpoint holds
+/// besides the method's own state.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Checkpoint {
-    pub fingerprint: String,
-    pub epochs_done: usize,
-    pub step: usize,
+pub struct RunState {
     pub model: Model,
     pub sgd: Sgd,
+    /// Epochs finished in the current phase.
+    pub epochs_done: usize,
+    /// Steps taken in the current phase (indexes the LR schedule).
+    pub step: usize,
+    /// Every epoch of every phase so far.
     pub history: Vec<EpochLog>,
+}
+
+impl RunState {
+    /// A fresh state for `model` with a new optimizer from `cfg`.
+    pub fn new(model: Model, cfg: &TrainConfig) -> RunState {
+        RunState {
+            model,
+            sgd: Sgd::new(cfg.momentum, cfg.nesterov, cfg.weight_decay),
+            epochs_done: 0,
+            step: 0,
+            history: Vec::new(),
+        }
+    }
+
+    /// Starts the next phase: epoch and step counters and momentum reset.
+    pub fn next_phase(&mut self) {
+        self.epochs_done = 0;
+        self.step = 0;
+        self.sgd.velocity.clear();
+    }
+}
+
+/// Training state written atomically after every epoch (and, for pruning,
+/// every round). `method` is the pruning method's own state (`()` for dense
+/// training).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Checkpoint<M> {
+    pub fingerprint: String,
+    /// Pruning round (0 for dense training and one-phase methods).
+    pub round: usize,
+    pub state: RunState,
+    pub method: M,
+}
+
+impl<M: Serialize + serde::de::DeserializeOwned> Checkpoint<M> {
+    /// Reads the checkpoint at `path` if `resume` and it exists, checking
+    /// that it was written with the same settings.
+    pub fn resume_from(
+        path: &Path,
+        resume: bool,
+        fingerprint: &str,
+        quiet: bool,
+    ) -> anyhow::Result<Option<Checkpoint<M>>> {
+        if !resume || !path.exists() {
+            return Ok(None);
+        }
+        let ck: Checkpoint<M> = card::read(path, Kind::Checkpoint)?;
+        anyhow::ensure!(
+            ck.fingerprint == fingerprint,
+            "{}: checkpoint was written with other settings; rerun with the same flags or delete it",
+            path.display()
+        );
+        if !quiet {
+            eprintln!(
+                "resuming from {} (round {}, epoch {} of the phase)",
+                path.display(),
+                ck.round,
+                ck.state.epochs_done
+            );
+        }
+        Ok(Some(ck))
+    }
+
+    /// Writes the checkpoint atomically.
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        card::write_atomic(path, Kind::Checkpoint, self)
+            .with_context(|| format!("writing checkpoint {}", path.display()))
+    }
 }
 
 /// What a finished training run reports (`--json`).
@@ -229,120 +304,205 @@ fn progress_bar(len: u64, quiet: bool, prefix: String) -> ProgressBar {
     pb
 }
 
-/// Trains a dense model as configured and writes the card to `cfg.out`.
-pub fn run(cfg: &TrainConfig) -> anyhow::Result<TrainReport> {
-    cfg.check()?;
-    let parent = match cfg.out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    anyhow::ensure!(
-        parent.is_dir(),
-        "--out {}: directory {} does not exist",
-        cfg.out.display(),
-        parent.display()
-    );
-    let t0 = Instant::now();
-    let data = prepare_data(&cfg.data, cfg.limit, cfg.val_split, cfg.seed)?;
-    anyhow::ensure!(
-        data.train.len() >= cfg.batch,
-        "training set of {} images is smaller than --batch {}",
-        data.train.len(),
-        cfg.batch
-    );
-    let opts = BuildOptions {
-        width_mult: cfg.width_mult,
-        affine_bn: true,
-        classes: Some(data.train.class_names.len()),
-    };
-    let graph = build(&cfg.arch, &opts)?;
-    let [c, h, w] = graph.input_shape();
-    anyhow::ensure!(
-        [c, h, w] == [data.train.channels, data.train.height, data.train.width],
-        "architecture '{}' takes {c}x{h}x{w} images but {} has {}x{}x{}",
-        cfg.arch,
-        cfg.data,
-        data.train.channels,
-        data.train.height,
-        data.train.width
-    );
-    let mut backend = backend::select(&cfg.backend)?;
-    let steps_per_epoch = data.train.len() / cfg.batch;
-    let total_steps = steps_per_epoch * cfg.epochs;
-    let schedule = Schedule {
-        kind: cfg.schedule,
-        lr: cfg.lr,
-        total: total_steps,
-        warmup: (cfg.warmup_epochs * steps_per_epoch as f32) as usize,
-    };
-    let ckpt_path = checkpoint_path(&cfg.out);
-    let fingerprint = cfg.fingerprint();
-    let mut ck = if cfg.resume && ckpt_path.exists() {
-        let ck: Checkpoint = card::read(&ckpt_path, Kind::Checkpoint)?;
+/// What every training command shares: the configuration, the loaded data
+/// and the backend.
+pub struct Env {
+    pub cfg: TrainConfig,
+    pub data: Prepared,
+    pub backend: Box<dyn backend::Backend>,
+    /// When the command started.
+    pub started: Instant,
+    /// Training images and seconds so far (for images/s).
+    pub images_seen: usize,
+    pub train_seconds: f64,
+}
+
+impl Env {
+    /// Checks the configuration and the output directory, loads the data
+    /// and picks the backend.
+    pub fn new(cfg: &TrainConfig) -> anyhow::Result<Env> {
+        cfg.check()?;
+        let parent = match cfg.out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
         anyhow::ensure!(
-            ck.fingerprint == fingerprint,
-            "{}: checkpoint was written with other training settings; rerun with the same flags or delete it",
-            ckpt_path.display()
+            parent.is_dir(),
+            "--out {}: directory {} does not exist",
+            cfg.out.display(),
+            parent.display()
         );
-        if !cfg.quiet {
-            eprintln!(
-                "resuming from {} after epoch {}",
-                ckpt_path.display(),
-                ck.epochs_done
-            );
-        }
-        ck
-    } else {
-        Checkpoint {
-            fingerprint,
-            epochs_done: 0,
-            step: 0,
-            model: Model::init(graph, cfg.seed).map_err(|e| anyhow::anyhow!(e))?,
-            sgd: Sgd::new(cfg.momentum, cfg.nesterov, cfg.weight_decay),
-            history: Vec::new(),
-        }
-    };
-    if !cfg.quiet {
-        eprintln!(
-            "training {} ({} params) on {} ({} images, {} held out) for {} epochs, batch {}, backend {}",
-            cfg.arch,
-            ck.model.param_count(),
-            cfg.data,
+        let started = Instant::now();
+        let data = prepare_data(&cfg.data, cfg.limit, cfg.val_split, cfg.seed)?;
+        anyhow::ensure!(
+            data.train.len() >= cfg.batch,
+            "training set of {} images is smaller than --batch {}",
             data.train.len(),
-            data.val.as_ref().map_or(0, |v| v.len()),
-            cfg.epochs,
-            cfg.batch,
-            backend.adapter()
+            cfg.batch
         );
+        let backend = backend::select(&cfg.backend)?;
+        Ok(Env {
+            cfg: cfg.clone(),
+            data,
+            backend,
+            started,
+            images_seen: 0,
+            train_seconds: 0.0,
+        })
     }
-    let mut train_images = 0usize;
-    let mut train_seconds = 0.0f64;
-    for epoch in ck.epochs_done..cfg.epochs {
+
+    /// The configured architecture for this dataset's classes and image size.
+    pub fn build_graph(&self, affine_bn: bool) -> anyhow::Result<crate::ir::Graph> {
+        let cfg = &self.cfg;
+        let opts = BuildOptions {
+            width_mult: cfg.width_mult,
+            affine_bn,
+            classes: Some(self.data.train.class_names.len()),
+        };
+        let graph = build(&cfg.arch, &opts)?;
+        let [c, h, w] = graph.input_shape();
+        let t = &self.data.train;
+        anyhow::ensure!(
+            [c, h, w] == [t.channels, t.height, t.width],
+            "architecture '{}' takes {c}x{h}x{w} images but {} has {}x{}x{}",
+            cfg.arch,
+            cfg.data,
+            t.channels,
+            t.height,
+            t.width
+        );
+        Ok(graph)
+    }
+
+    /// Optimizer steps in one epoch (the last partial batch is dropped).
+    pub fn steps_per_epoch(&self) -> usize {
+        self.data.train.len() / self.cfg.batch
+    }
+}
+
+/// One stretch of training under one learning-rate schedule.
+#[derive(Clone, Debug)]
+pub struct Phase {
+    /// Shown in progress and recorded in the history (`train`, `round 2/4`).
+    pub label: String,
+    pub epochs: usize,
+    pub lr: f32,
+    pub schedule: ScheduleKind,
+    pub warmup_epochs: f32,
+    /// Seed of the data order and augmentation of this phase.
+    pub seed: u64,
+    /// End the phase after this many steps (LTH's replay to the rewind
+    /// iteration); no epoch record or checkpoint is written then.
+    pub stop_after: Option<usize>,
+}
+
+impl Phase {
+    /// The phase a plain `train` run does.
+    pub fn from_config(cfg: &TrainConfig, label: &str) -> Phase {
+        Phase {
+            label: label.to_string(),
+            epochs: cfg.epochs,
+            lr: cfg.lr,
+            schedule: cfg.schedule,
+            warmup_epochs: cfg.warmup_epochs,
+            seed: cfg.seed,
+            stop_after: None,
+        }
+    }
+}
+
+/// What a method does around each optimizer step. The default is plain SGD
+/// on every trainable tensor (masks honoured).
+pub trait StepHook {
+    /// Before the batch of phase step `step` (of `total`): pruning methods
+    /// change masks here.
+    fn before_step(
+        &mut self,
+        _model: &mut Model,
+        _step: usize,
+        _total: usize,
+    ) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// Forward, backward and update for one batch.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        backend: &mut dyn backend::Backend,
+        model: &mut Model,
+        sgd: &mut Sgd,
+        images: &crate::tensor::Tensor,
+        labels: &[u32],
+        lr: f32,
+        _step: usize,
+    ) -> anyhow::Result<backend::StepStats> {
+        backend.train_step(model, sgd, images, labels, lr)
+    }
+}
+
+/// Plain SGD: dense training and masked fine-tuning.
+pub struct PlainSgd;
+impl StepHook for PlainSgd {}
+
+/// Runs the remaining epochs of `phase` on `state`, calling `hook` around
+/// each step and `checkpoint` after each epoch.
+pub fn run_phase<H: StepHook>(
+    env: &mut Env,
+    phase: &Phase,
+    state: &mut RunState,
+    hook: &mut H,
+    checkpoint: &mut dyn FnMut(&RunState, &H) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let batch = env.cfg.batch;
+    let steps_per_epoch = env.steps_per_epoch();
+    let total_steps = steps_per_epoch * phase.epochs;
+    let schedule = Schedule {
+        kind: phase.schedule,
+        lr: phase.lr,
+        total: total_steps,
+        warmup: (phase.warmup_epochs * steps_per_epoch as f32) as usize,
+    };
+    let quiet = env.cfg.quiet;
+    for epoch in state.epochs_done..phase.epochs {
         let te = Instant::now();
-        let order = data::epoch_order(data.train.len(), cfg.seed, epoch);
+        let order = data::epoch_order(env.data.train.len(), phase.seed, epoch);
         let pb = progress_bar(
             steps_per_epoch as u64,
-            cfg.quiet,
-            format!("epoch {}/{}", epoch + 1, cfg.epochs),
+            quiet,
+            format!("{} epoch {}/{}", phase.label, epoch + 1, phase.epochs),
         );
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        for (s, idx) in order.chunks_exact(cfg.batch).enumerate() {
+        for (s, idx) in order.chunks_exact(batch).enumerate() {
+            if phase.stop_after.is_some_and(|n| state.step >= n) {
+                pb.finish_and_clear();
+                return Ok(());
+            }
             let (x, y) = data::make_batch(
-                &data.train,
+                &env.data.train,
                 idx,
-                &data.norm,
-                cfg.augment,
-                batch_seed(cfg.seed, epoch, s),
+                &env.data.norm,
+                env.cfg.augment,
+                batch_seed(phase.seed, epoch, s),
             );
-            let lr = schedule.lr_at(ck.step);
-            let st = backend.train_step(&mut ck.model, &mut ck.sgd, &x, &y, lr)?;
+            let lr = schedule.lr_at(state.step);
+            hook.before_step(&mut state.model, state.step, total_steps)?;
+            let st = hook.step(
+                env.backend.as_mut(),
+                &mut state.model,
+                &mut state.sgd,
+                &x,
+                &y,
+                lr,
+                state.step,
+            )?;
             anyhow::ensure!(
                 st.loss.is_finite(),
-                "training diverged at epoch {} step {s} (loss {}); lower --lr",
+                "training diverged in {} at epoch {} step {s} (loss {}); lower --lr",
+                phase.label,
                 epoch + 1,
                 st.loss
             );
-            ck.step += 1;
+            state.step += 1;
             loss_sum += st.loss as f64 * y.len() as f64;
             correct += st.correct;
             seen += y.len();
@@ -359,42 +519,66 @@ pub fn run(cfg: &TrainConfig) -> anyhow::Result<TrainReport> {
         }
         pb.finish_and_clear();
         let secs = te.elapsed().as_secs_f64();
-        train_images += seen;
-        train_seconds += secs;
-        let val_accuracy = match &data.val {
-            Some(v) => {
-                Some(eval::evaluate(backend.as_mut(), &ck.model, v, &data.norm, 256)?.accuracy)
-            }
+        env.images_seen += seen;
+        env.train_seconds += secs;
+        let val_accuracy = match &env.data.val {
+            Some(v) => Some(
+                eval::evaluate(env.backend.as_mut(), &state.model, v, &env.data.norm, 256)?
+                    .accuracy,
+            ),
             None => None,
         };
         let log = EpochLog {
+            phase: phase.label.clone(),
             epoch: epoch + 1,
             loss: loss_sum / seen.max(1) as f64,
             train_accuracy: correct as f64 / seen.max(1) as f64,
             val_accuracy,
+            sparsity: state.model.sparsity(),
             seconds: secs,
             images_per_second: seen as f64 / secs,
         };
-        if !cfg.quiet {
+        if !quiet {
             eprintln!(
-                "epoch {}/{}: loss {:.4} train acc {:.2}%{} {:.0} img/s ({:.0} s)",
+                "{} epoch {}/{}: loss {:.4} train acc {:.2}%{} sparsity {:.1}% {:.0} img/s ({:.0} s)",
+                phase.label,
                 log.epoch,
-                cfg.epochs,
+                phase.epochs,
                 log.loss,
                 100.0 * log.train_accuracy,
                 val_accuracy.map_or(String::new(), |v| format!(" val acc {:.2}%", 100.0 * v)),
+                100.0 * log.sparsity,
                 log.images_per_second,
                 secs
             );
         }
-        ck.history.push(log);
-        ck.epochs_done = epoch + 1;
-        card::write_atomic(&ckpt_path, Kind::Checkpoint, &ck)
-            .with_context(|| format!("writing checkpoint after epoch {}", epoch + 1))?;
+        state.history.push(log);
+        state.epochs_done = epoch + 1;
+        checkpoint(state, hook)?;
     }
+    Ok(())
+}
 
-    // Final evaluation: the test split if there is one, else the held-out set.
-    let eval_set = match (&data.test, &data.val) {
+/// The final evaluation of a trained model and the card that holds it.
+pub struct Finished {
+    pub card: Card,
+    pub accuracy: f64,
+    pub val_accuracy: Option<f64>,
+    pub ece: f64,
+}
+
+/// Evaluates `model` (test split, else held-out set) and wraps it in a card
+/// with provenance `method`, target sparsity `target_sparsity` and `notes`.
+pub fn finish(
+    env: &mut Env,
+    model: Model,
+    history: &[EpochLog],
+    method: &str,
+    target_sparsity: f64,
+    mut notes: Vec<String>,
+) -> anyhow::Result<Finished> {
+    let cfg = &env.cfg;
+    let eval_set = match (&env.data.test, &env.data.val) {
         (Some(t), _) => Some(match cfg.test_limit {
             Some(n) => t.limit(n),
             None => t.clone(),
@@ -404,15 +588,15 @@ pub fn run(cfg: &TrainConfig) -> anyhow::Result<TrainReport> {
     };
     let final_eval = match &eval_set {
         Some(ds) => Some(eval::evaluate(
-            backend.as_mut(),
-            &ck.model,
+            env.backend.as_mut(),
+            &model,
             ds,
-            &data.norm,
+            &env.data.norm,
             256,
         )?),
         None => None,
     };
-    let val_accuracy = ck.history.last().and_then(|l| l.val_accuracy);
+    let val_accuracy = history.last().and_then(|l| l.val_accuracy);
     let mut metrics = std::collections::BTreeMap::new();
     if let Some(e) = &final_eval {
         metrics.insert("test_accuracy".to_string(), e.accuracy);
@@ -421,63 +605,118 @@ pub fn run(cfg: &TrainConfig) -> anyhow::Result<TrainReport> {
     if let Some(v) = val_accuracy {
         metrics.insert("val_accuracy".to_string(), v);
     }
-    if let Some(l) = ck.history.last() {
+    if let Some(l) = history.last() {
         metrics.insert("train_loss".to_string(), l.loss);
     }
-    let sparsity = ck.model.sparsity();
+    notes.insert(
+        0,
+        format!(
+            "sgd lr {} momentum {} nesterov {} wd {} schedule {} batch {}",
+            cfg.lr,
+            cfg.momentum,
+            cfg.nesterov,
+            cfg.weight_decay,
+            cfg.schedule.name(),
+            cfg.batch
+        ),
+    );
+    let mut provenance = Provenance {
+        method: method.to_string(),
+        arch: cfg.arch.clone(),
+        width_mult: cfg.width_mult,
+        sparsity: target_sparsity,
+        augment: cfg.augment_name.clone(),
+        seed: cfg.seed,
+        data: cfg.data.to_string(),
+        data_digest: env.data.train.digest(),
+        backend: env.backend.name().to_string(),
+        adapter: env.backend.adapter(),
+        epochs: history.len(),
+        notes,
+        ..Provenance::default()
+    };
+    provenance.stamp();
     let card = Card {
-        model: ck.model.clone(),
-        normalization: data.norm.clone(),
-        class_names: data.train.class_names.clone(),
-        provenance: Provenance {
-            method: "dense".into(),
-            arch: cfg.arch.clone(),
-            width_mult: cfg.width_mult,
-            sparsity,
-            augment: cfg.augment_name.clone(),
-            seed: cfg.seed,
-            data: cfg.data.to_string(),
-            data_digest: data.train.digest(),
-            backend: backend.name().to_string(),
-            adapter: backend.adapter(),
-            epochs: cfg.epochs,
-            cardc_version: env!("CARGO_PKG_VERSION").to_string(),
-            created_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            notes: vec![format!(
-                "sgd lr {} momentum {} nesterov {} wd {} schedule {} batch {}",
-                cfg.lr,
-                cfg.momentum,
-                cfg.nesterov,
-                cfg.weight_decay,
-                cfg.schedule.name(),
-                cfg.batch
-            )],
-        },
+        model,
+        normalization: env.data.norm.clone(),
+        class_names: env.data.train.class_names.clone(),
+        provenance,
         metrics,
     };
-    card.save(&cfg.out)?;
-    // The card now holds everything the checkpoint did.
-    let _ = std::fs::remove_file(&ckpt_path);
-    let params = card.model.param_count();
-    Ok(TrainReport {
+    Ok(Finished {
         accuracy: final_eval.as_ref().map_or(0.0, |e| e.accuracy),
         val_accuracy,
         ece: final_eval.as_ref().map_or(0.0, |e| e.ece),
-        epochs: cfg.epochs,
-        seconds: t0.elapsed().as_secs_f64(),
-        images_per_second: if train_seconds > 0.0 {
-            train_images as f64 / train_seconds
-        } else {
-            0.0
-        },
-        backend: backend.name().to_string(),
-        adapter: backend.adapter(),
-        sparsity,
-        params,
-        out: cfg.out.display().to_string(),
-        history: ck.history,
+        card,
     })
+}
+
+impl Env {
+    /// The `--json` report of a finished run whose card was written.
+    pub fn report(&self, f: &Finished, history: Vec<EpochLog>) -> TrainReport {
+        TrainReport {
+            accuracy: f.accuracy,
+            val_accuracy: f.val_accuracy,
+            ece: f.ece,
+            epochs: history.len(),
+            seconds: self.started.elapsed().as_secs_f64(),
+            images_per_second: if self.train_seconds > 0.0 {
+                self.images_seen as f64 / self.train_seconds
+            } else {
+                0.0
+            },
+            backend: self.backend.name().to_string(),
+            adapter: self.backend.adapter(),
+            sparsity: f.card.model.sparsity(),
+            params: f.card.model.param_count(),
+            out: self.cfg.out.display().to_string(),
+            history,
+        }
+    }
+}
+
+/// Trains a dense model as configured and writes the card to `cfg.out`.
+pub fn run(cfg: &TrainConfig) -> anyhow::Result<TrainReport> {
+    let mut env = Env::new(cfg)?;
+    let graph = env.build_graph(true)?;
+    let ckpt_path = checkpoint_path(&cfg.out);
+    let fingerprint = cfg.fingerprint();
+    let mut state =
+        match Checkpoint::<()>::resume_from(&ckpt_path, cfg.resume, &fingerprint, cfg.quiet)? {
+            Some(ck) => ck.state,
+            None => RunState::new(
+                Model::init(graph, cfg.seed).map_err(|e| anyhow::anyhow!(e))?,
+                cfg,
+            ),
+        };
+    if !cfg.quiet {
+        eprintln!(
+            "training {} ({} params) on {} ({} images, {} held out) for {} epochs, batch {}, backend {}",
+            cfg.arch,
+            state.model.param_count(),
+            cfg.data,
+            env.data.train.len(),
+            env.data.val.as_ref().map_or(0, |v| v.len()),
+            cfg.epochs,
+            cfg.batch,
+            env.backend.adapter()
+        );
+    }
+    let phase = Phase::from_config(cfg, "train");
+    let mut save = |s: &RunState, _: &PlainSgd| {
+        Checkpoint {
+            fingerprint: fingerprint.clone(),
+            round: 0,
+            state: s.clone(),
+            method: (),
+        }
+        .save(&ckpt_path)
+    };
+    run_phase(&mut env, &phase, &mut state, &mut PlainSgd, &mut save)?;
+    let history = state.history.clone();
+    let finished = finish(&mut env, state.model, &history, "dense", 0.0, Vec::new())?;
+    finished.card.save(&cfg.out)?;
+    // The card now holds everything the checkpoint did.
+    let _ = std::fs::remove_file(&ckpt_path);
+    Ok(env.report(&finished, history))
 }
