@@ -702,3 +702,135 @@ fn check_exact(model: &Model, targets: &[Target], cfg: &PruneConfig) -> anyhow::
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::DataSpec;
+
+    /// LTH's snapshot is the weights at iteration k (a separate run stopped
+    /// at k reproduces it) and rewinding resets exactly the survivors of
+    /// magnitude pruning of the *trained* weights to it.
+    #[test]
+    fn lth_rewinds_survivors_to_iteration_k() {
+        let dir = tempfile::tempdir().unwrap();
+        let arch = dir.path().join("tiny.toml");
+        std::fs::write(
+            &arch,
+            "name = \"tiny\"\nfamily = \"plain\"\nlayers = [\"c8\", \"M\", \"c8\", \"M\"]\n",
+        )
+        .unwrap();
+        let mut cfg = TrainConfig::new(
+            arch.to_str().unwrap(),
+            DataSpec::Synthetic(200),
+            dir.path().join("x.card"),
+        );
+        cfg.epochs = 1;
+        cfg.batch = 32;
+        cfg.quiet = true;
+        let mut env = Env::new(&cfg).unwrap();
+        let graph = env.build_graph(true).unwrap();
+        let phase = Phase::from_config(&cfg, "dense");
+        let mut state = RunState::new(Model::init(graph.clone(), 0).unwrap(), &cfg);
+        let mut hook = SnapshotHook { at: 3, snap: None };
+        run_phase(&mut env, &phase, &mut state, &mut hook, &mut |_, _| Ok(())).unwrap();
+        let snap = hook.snap.expect("snapshot taken");
+
+        let mut replay = RunState::new(Model::init(graph, 0).unwrap(), &cfg);
+        let stop = Phase {
+            stop_after: Some(3),
+            ..phase.clone()
+        };
+        run_phase(&mut env, &stop, &mut replay, &mut PlainSgd, &mut |_, _| {
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(SnapshotHook::take(&replay.model), snap);
+        assert_ne!(
+            SnapshotHook::take(&state.model),
+            snap,
+            "training moved nothing"
+        );
+
+        let targets = select::targets(&state.model, false, false);
+        let trained = state.model.clone();
+        let zeros = select::zeros_needed(&state.model, &targets, 0.5).unwrap();
+        select::magnitude_prune(&mut state.model, &targets, zeros, Scope::Global);
+        rewind(&mut state.model, &snap);
+        let mut kept_min = f32::INFINITY;
+        let mut pruned_max = 0.0f32;
+        for &(i, k) in &targets {
+            let t = &state.model.params[i][k];
+            let mask = t.mask().unwrap();
+            for j in 0..t.data.len() {
+                let trained_mag = trained.params[i][k].data[j].abs();
+                if mask[j] {
+                    assert_eq!(t.data[j], snap[i][k][j]);
+                    kept_min = kept_min.min(trained_mag);
+                } else {
+                    assert_eq!(t.data[j], 0.0);
+                    pruned_max = pruned_max.max(trained_mag);
+                }
+            }
+        }
+        assert!(pruned_max <= kept_min, "mask is not by trained magnitude");
+    }
+
+    /// Checks before every step that the masks are unchanged and masked
+    /// weights are exactly zero.
+    struct MaskWatch {
+        targets: Vec<Target>,
+        masks: Vec<Vec<bool>>,
+        checked: usize,
+    }
+
+    impl MaskWatch {
+        fn check(&mut self, model: &Model) {
+            for (&(i, k), m) in self.targets.iter().zip(&self.masks) {
+                let t = &model.params[i][k];
+                assert_eq!(t.mask().unwrap(), &m[..]);
+                for (j, &keep) in m.iter().enumerate() {
+                    assert!(keep || t.data[j] == 0.0, "masked weight {j} moved");
+                }
+            }
+            self.checked += 1;
+        }
+    }
+
+    impl StepHook for MaskWatch {
+        fn before_step(&mut self, model: &mut Model, _: usize, _: usize) -> anyhow::Result<()> {
+            self.check(model);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn masked_weights_stay_zero_through_training() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = TrainConfig::new("conv4", DataSpec::Synthetic(96), dir.path().join("x.card"));
+        cfg.width_mult = 0.25;
+        cfg.epochs = 2;
+        cfg.batch = 32;
+        cfg.quiet = true;
+        let mut env = Env::new(&cfg).unwrap();
+        let mut model = Model::init(env.build_graph(true).unwrap(), 1).unwrap();
+        let targets = select::targets(&model, false, false);
+        let zeros = select::zeros_needed(&model, &targets, 0.7).unwrap();
+        select::magnitude_prune(&mut model, &targets, zeros, Scope::Layerwise);
+        let masks = targets
+            .iter()
+            .map(|&(i, k)| model.params[i][k].mask().unwrap().to_vec())
+            .collect();
+        let mut watch = MaskWatch {
+            targets,
+            masks,
+            checked: 0,
+        };
+        let mut state = RunState::new(model, &cfg);
+        let phase = Phase::from_config(&cfg, "finetune");
+        run_phase(&mut env, &phase, &mut state, &mut watch, &mut |_, _| Ok(())).unwrap();
+        watch.check(&state.model);
+        assert_eq!(watch.checked, 7);
+        assert!((state.model.sparsity() - 0.7).abs() < 1e-3);
+    }
+}
