@@ -21,12 +21,13 @@ fn quick_demo_runs_every_built_stage() {
             .map(|s| s["status"].as_str().unwrap_or("").to_string())
             .unwrap_or_default()
     };
-    for s in ["data", "train", "eval", "info"] {
+    for s in ["data", "train", "eval", "info", "prune"] {
         assert_eq!(status(s), "ok", "stage {s}: {v}");
     }
-    assert_eq!(status("prune"), "not built yet");
     // 10 classes: chance is 0.1; the quick demo's net clearly learns.
     let acc = v["accuracy"].as_f64().unwrap();
     assert!(acc > 0.2, "demo accuracy {acc}");
     assert!(out.join("dense.card").exists());
+    let sparse = cardc::card::Card::load(&out.join("lrr80.card")).expect("pruned card");
+    assert!((sparse.model.sparsity() - 0.8).abs() < 1e-4);
 }

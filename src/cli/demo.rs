@@ -127,7 +127,32 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         seconds: 0.0,
     });
 
-    stages.push(pending("prune", "the compression milestone"));
+    // 4. Compression: learning-rate rewinding to 80% sparsity.
+    let t = Instant::now();
+    let sparse_path = a.out.join("lrr80.card");
+    let mut pcfg_train = cfg.clone();
+    pcfg_train.out = sparse_path.clone();
+    pcfg_train.epochs = if a.quick { 1 } else { 3 };
+    pcfg_train.arch = String::new();
+    let mut pcfg = crate::compress::prune::PruneConfig::new(
+        crate::compress::prune::Method::Lrr,
+        0.8,
+        pcfg_train,
+    );
+    pcfg.from = Some(card_path.clone());
+    pcfg.rounds = Some(1);
+    eprintln!("demo: pruning to 80% sparsity with learning-rate rewinding");
+    let prep = crate::compress::prune::run(&pcfg)?;
+    stages.push(Stage {
+        stage: "prune",
+        status: "ok",
+        result: format!(
+            "lrr: {:.1}% sparse, test accuracy {:.1}%",
+            100.0 * prep.sparsity,
+            100.0 * prep.accuracy
+        ),
+        seconds: t.elapsed().as_secs_f64(),
+    });
     stages.push(pending("corruptions", "the robustness milestone"));
     stages.push(pending("deck", "the CARD-Deck milestone"));
     stages.push(pending("compile host/arm", "the compiler milestone"));

@@ -31,7 +31,7 @@ pub struct PruneArgs {
     /// LTH/LRR pruning rounds (default: 20% of the remaining weights per round).
     #[arg(long)]
     pub rounds: Option<usize>,
-    /// LTH: rewind surviving weights to their values at this iteration (default: one epoch).
+    /// LTH: rewind surviving weights to their values at this iteration (default: one epoch, at most a quarter of a round).
     #[arg(long)]
     pub rewind_iter: Option<usize>,
     /// GMP: sparsity at the first pruning step.

@@ -103,7 +103,7 @@ pub struct PruneConfig {
     pub keep_last_dense: bool,
     /// LTH/LRR pruning rounds (default: 20% of the remaining weights per round).
     pub rounds: Option<usize>,
-    /// LTH rewind iteration (default: one epoch of steps).
+    /// LTH rewind iteration (default: one epoch of steps, at most a quarter of a round).
     pub rewind_iter: Option<usize>,
     /// Trained card to start from.
     pub from: Option<PathBuf>,
@@ -437,9 +437,10 @@ pub fn run(cfg: &PruneConfig) -> anyhow::Result<TrainReport> {
             let lth = cfg.method == Method::Lth;
             let k = cfg.rounds();
             let spe = env.steps_per_epoch();
-            let rewind_at = cfg.rewind_iter.unwrap_or(spe);
+            // Default: one epoch in, but no later than a quarter of a round.
+            let rewind_at = cfg.rewind_iter.unwrap_or(spe.min(spe * tcfg.epochs / 4));
             anyhow::ensure!(
-                rewind_at < spe * tcfg.epochs,
+                !lth || rewind_at < spe * tcfg.epochs,
                 "--rewind-iter {rewind_at} is not inside the {} steps of a training round",
                 spe * tcfg.epochs
             );
