@@ -27,8 +27,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// First eight bytes of every cardc container.
 pub const MAGIC: [u8; 8] = *b"CARDC\x00\x1a\n";
-/// The newest format version this build reads and the one it writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build reads and writes. Version 2 added the
+/// per-tensor precision (f32/f16/int8) to models in training checkpoints;
+/// files of older versions are refused with a message saying so, since
+/// bincode would misread them.
+pub const FORMAT_VERSION: u32 = 2;
 /// Size of the fixed header before the payload.
 pub const HEADER_LEN: usize = 28;
 
@@ -173,6 +176,15 @@ pub fn decode<T: DeserializeOwned>(file: &str, bytes: &[u8], kind: Kind) -> Resu
             file,
             version: h.version,
             supported: FORMAT_VERSION,
+        });
+    }
+    if h.version < FORMAT_VERSION {
+        return Err(CardError::Decode {
+            file,
+            message: format!(
+                "format version {} is older than this cardc reads ({FORMAT_VERSION}); re-create the file with this cardc",
+                h.version
+            ),
         });
     }
     let have = (bytes.len() - HEADER_LEN) as u64;

@@ -37,7 +37,7 @@ pub struct TrainArgs {
     /// Linear warm-up epochs (cosine schedule).
     #[arg(long, default_value_t = 0.0)]
     pub warmup: f32,
-    /// none | flipcrop (augmix and gaussian[:σ] arrive with the compression milestone).
+    /// none | flipcrop | augmix | gaussian[:σ[:p]] (σ in [0,1] pixel units, p = probability).
     #[arg(long, default_value = "flipcrop")]
     pub augment: String,
     /// auto | cpu | wgpu
@@ -67,16 +67,9 @@ pub struct TrainArgs {
     pub test_limit: Option<usize>,
 }
 
-/// Parses `--augment` for the augmentations that exist so far.
+/// Parses `--augment` (see [`Augment::parse`]).
 pub fn parse_augment(s: &str) -> anyhow::Result<Augment> {
-    match s {
-        "none" => Ok(Augment::None),
-        "flipcrop" => Ok(Augment::FlipCrop { pad: 4 }),
-        s if s == "augmix" || s.starts_with("gaussian") => anyhow::bail!(
-            "--augment {s}: not built yet (arrives with the compression milestone); use none or flipcrop"
-        ),
-        _ => anyhow::bail!("--augment '{s}': expected none, flipcrop, augmix or gaussian[:σ]"),
-    }
+    Augment::parse(s)
 }
 
 impl TrainArgs {
