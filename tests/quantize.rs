@@ -247,16 +247,26 @@ fn info_reports_int8_bits_with_masks() {
 }
 
 #[test]
-fn cards_of_the_previous_format_version_are_refused() {
+fn version_1_cards_still_load_but_version_1_checkpoints_are_refused() {
+    use cardc::card::{Kind, read, write_atomic};
     let dir = tempfile::tempdir().unwrap();
+    // A version-1 card: the card payload did not change in version 2.
     let p = dir.path().join("old.card");
-    card_of(small("conv4", 9)).save(&p).unwrap();
+    let card = card_of(small("conv4", 9));
+    card.save(&p).unwrap();
     let mut bytes = std::fs::read(&p).unwrap();
     bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
     std::fs::write(&p, &bytes).unwrap();
-    let e = Card::load(&p).unwrap_err().to_string();
+    assert_eq!(Card::load(&p).unwrap(), card);
+    // A version-1 checkpoint held models without precision tags.
+    let c = dir.path().join("old.ckpt");
+    write_atomic(&c, Kind::Checkpoint, &card.model).unwrap();
+    let mut bytes = std::fs::read(&c).unwrap();
+    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+    std::fs::write(&c, &bytes).unwrap();
+    let e = read::<Model>(&c, Kind::Checkpoint).unwrap_err().to_string();
     assert!(
-        e.contains("old.card") && e.contains("format version 1 is older"),
+        e.contains("old.ckpt") && e.contains("format version 1 is older"),
         "{e}"
     );
 }
@@ -320,7 +330,11 @@ fn quantize_command_keeps_accuracy_and_shrinks_the_card() {
         "{r16}"
     );
     let info = cardc(&["info", &q8, "--json"]);
-    assert_eq!(info["metrics"]["accuracy"].as_f64(), Some(a1));
+    assert_eq!(
+        info["metrics"]["accuracy_after_quantization"].as_f64(),
+        Some(a1)
+    );
+    assert_eq!(info["metrics"]["test_accuracy"].as_f64(), Some(a1));
     assert_eq!(
         info["metrics"]["accuracy_before_quantization"].as_f64(),
         Some(a0)

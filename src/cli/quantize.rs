@@ -128,8 +128,19 @@ pub fn run(a: QuantizeArgs, json: bool) -> anyhow::Result<()> {
     card.provenance.notes.push(format!("quantized: {how}"));
     card.metrics
         .insert("accuracy_before_quantization".into(), before.accuracy);
-    card.metrics.insert("accuracy".into(), after.accuracy);
-    card.metrics.insert("ece".into(), after.ece);
+    card.metrics
+        .insert("accuracy_after_quantization".into(), after.accuracy);
+    card.metrics
+        .insert("quantization_test_images".into(), after.images as f64);
+    // The training run's test metrics describe the f32 weights: replace
+    // them when the whole test split was measured, else drop them.
+    if a.limit.is_none() {
+        card.metrics.insert("test_accuracy".into(), after.accuracy);
+        card.metrics.insert("test_ece".into(), after.ece);
+    } else {
+        card.metrics.remove("test_accuracy");
+        card.metrics.remove("test_ece");
+    }
     card.save(&a.out)?;
     eprintln!(
         "wrote {}: {how}; test accuracy {:.2}% -> {:.2}% ({} images), weights {} -> {} bytes ({:.1} s)",
