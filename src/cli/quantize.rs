@@ -22,7 +22,8 @@ pub struct QuantizeArgs {
     /// Output card.
     #[arg(long)]
     pub out: PathBuf,
-    /// Training images used to calibrate int8 scales.
+    /// Training images used to calibrate int8 scales and measure each
+    /// layer's output error (0: no calibration, max-abs scales).
     #[arg(long, default_value_t = 256)]
     pub calib: usize,
     /// Evaluate on at most N test images.
