@@ -16,6 +16,21 @@ pub enum WeightState {
     Binary { mask: Vec<bool>, alpha: f32 },
 }
 
+/// The number format a tensor is stored in. `data` always holds the f32
+/// values the network computes with; a quantized tensor's values are
+/// exactly representable in its format (see `compress::quantize`), so a
+/// card stores them losslessly in that format.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub enum Precision {
+    #[default]
+    F32,
+    /// IEEE half precision.
+    F16,
+    /// Symmetric int8, one scale per output channel (first dimension):
+    /// value = q · scales[channel], q in [-127, 127].
+    Int8 { scales: Vec<f32> },
+}
+
 /// One parameter tensor of a node.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ParamTensor {
@@ -23,6 +38,8 @@ pub struct ParamTensor {
     pub shape: Vec<usize>,
     pub data: Vec<f32>,
     pub state: WeightState,
+    /// Storage format; binary weights ignore it (they are 1-bit anyway).
+    pub precision: Precision,
 }
 
 impl ParamTensor {
@@ -122,6 +139,7 @@ impl Model {
                     shape: spec.shape,
                     data,
                     state: WeightState::Dense,
+                    precision: Precision::F32,
                 });
             }
             params.push(ts);
@@ -167,6 +185,18 @@ impl Model {
                         node.name,
                         s.kind.suffix(),
                         m.len()
+                    ));
+                }
+                if let Precision::Int8 { scales } = &t.precision
+                    && (t.shape.first() != Some(&scales.len())
+                        || scales.iter().any(|s| !(s.is_finite() && *s > 0.0)))
+                {
+                    return Err(format!(
+                        "layer '{}': parameter {} has {} int8 scales for {:?} (need one positive scale per output channel)",
+                        node.name,
+                        s.kind.suffix(),
+                        scales.len(),
+                        s.shape
                     ));
                 }
                 if let Some(bad) = t.data.iter().position(|v| !v.is_finite()) {

@@ -239,10 +239,7 @@ fn bad_inputs_get_one_line_errors() {
         &cardc(&train_args(&out, &["--schedule", "zigzag"])),
         "zigzag",
     );
-    assert_clean_error(
-        &cardc(&train_args(&out, &["--augment", "augmix"])),
-        "not built yet",
-    );
+    assert_clean_error(&cardc(&train_args(&out, &["--augment", "mixup"])), "mixup");
     assert_clean_error(&cardc(&train_args(&out, &["--backend", "tpu"])), "tpu");
     assert!(
         !dir.path().join("x.card").exists(),

@@ -27,8 +27,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// First eight bytes of every cardc container.
 pub const MAGIC: [u8; 8] = *b"CARDC\x00\x1a\n";
-/// The newest format version this build reads and the one it writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes and the newest it reads. Version 2
+/// added the per-tensor precision (f32/f16/int8) to the models inside
+/// training checkpoints; card and deck payloads are unchanged (a card's
+/// tensors carry their precision in their stored encoding), so those are
+/// still read from version 1 on. See [`Kind::oldest_readable`].
+pub const FORMAT_VERSION: u32 = 2;
 /// Size of the fixed header before the payload.
 pub const HEADER_LEN: usize = 28;
 
@@ -53,6 +57,16 @@ impl Kind {
             2 => Some(Kind::Deck),
             3 => Some(Kind::Checkpoint),
             _ => None,
+        }
+    }
+
+    /// The oldest format version whose payload of this kind decodes
+    /// unchanged; older files are refused with a message saying so, since
+    /// bincode would misread them.
+    pub fn oldest_readable(self) -> u32 {
+        match self {
+            Kind::Card | Kind::Deck => 1,
+            Kind::Checkpoint => 2,
         }
     }
 
@@ -173,6 +187,17 @@ pub fn decode<T: DeserializeOwned>(file: &str, bytes: &[u8], kind: Kind) -> Resu
             file,
             version: h.version,
             supported: FORMAT_VERSION,
+        });
+    }
+    if h.version < kind.oldest_readable() {
+        return Err(CardError::Decode {
+            file,
+            message: format!(
+                "format version {} is older than this cardc reads for {} ({}); re-create the file with this cardc",
+                h.version,
+                kind.with_article(),
+                kind.oldest_readable()
+            ),
         });
     }
     let have = (bytes.len() - HEADER_LEN) as u64;

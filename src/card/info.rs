@@ -23,6 +23,9 @@ struct LayerRow {
     weights: usize,
     /// Storage format of the weight tensor (or of the first tensor).
     format: &'static str,
+    /// Whether the weight tensor carries a mask (masked, binary, or a
+    /// quantized format with a mask).
+    masked: bool,
     /// Bits per element of the weight tensor (all tensors when there is no
     /// weight, e.g. BatchNorm); 0 for layers without parameters.
     bits: f64,
@@ -89,6 +92,7 @@ fn rows(card: &Card) -> Vec<LayerRow> {
                     .or(if ss.is_empty() { None } else { Some(0) })
                     .and_then(|w| ss.get(w))
                     .map_or("-", |p| p.data.format()),
+                masked: weight.is_some_and(|w| ts[w].mask().is_some()),
                 bits: if n == 0 { 0.0 } else { bits as f64 / n as f64 },
                 bytes,
                 dense_bytes: 4 * elements as u64,
@@ -101,7 +105,10 @@ fn rows(card: &Card) -> Vec<LayerRow> {
 
 /// The JSON summary (`cardc info --json`). Fractions are in [0, 1];
 /// `bytes` counts the stored weights (all tensors, BatchNorm statistics
-/// included) and `dense_f32_bytes` the same tensors as plain f32.
+/// included) and `dense_f32_bytes` the same tensors as plain f32. Per
+/// layer, `bits` is the weight tensor's stored bits per element (values,
+/// mask and sign bits, scales), `format` its encoding (`dense`, `masked`,
+/// `binary`, `f16`, `int8`) and `masked` whether a mask is stored with it.
 pub fn summary(card: &Card) -> Value {
     let m = &card.model;
     let rows = rows(card);
@@ -117,8 +124,10 @@ pub fn summary(card: &Card) -> Value {
                 "params": r.params,
                 "sparsity": r.sparsity(),
                 "format": r.format,
+                "masked": r.masked,
                 "bits": r.bits,
                 "bytes": r.bytes,
+                "dense_f32_bytes": r.dense_bytes,
                 "macs": r.macs,
             })
         })
@@ -203,7 +212,13 @@ pub fn summary_text(card: &Card) -> String {
             shape,
             r.params,
             sp,
-            if r.dense_bytes == 0 { "" } else { r.format },
+            if r.dense_bytes == 0 {
+                String::new()
+            } else if r.masked && matches!(r.format, "f16" | "int8") {
+                format!("{}+m", r.format)
+            } else {
+                r.format.to_string()
+            },
             bits,
             r.bytes
         );

@@ -4,13 +4,14 @@
 //! masks because training needs them; a card only needs what the network
 //! computes with. So the file holds, per tensor, the cheapest exact
 //! encoding of its effective values: masks bit-packed, only kept values,
-//! and for binary weights only sign bits and one scale. Quantized encodings
-//! (f16, int8 per output channel) are part of the format so that later
-//! stages can store them; they decode to dense f32.
+//! and for binary weights only sign bits and one scale. Tensors whose
+//! [`Precision`] is f16 or int8 (per output channel) are stored in that
+//! format (with their mask, if any) and decode back to the same f32 values
+//! and the same precision tag, so load → save is bit-identical.
 
 use super::bits::{count_ones, is_canonical, pack_bits, packed_len, unpack_bits};
 use crate::ir::{Graph, ParamKind};
-use crate::model::{Model, ParamTensor, WeightState};
+use crate::model::{Model, ParamTensor, Precision, WeightState};
 use serde::{Deserialize, Serialize};
 
 /// One tensor's values as stored. Bit vectors are packed LSB-first
@@ -58,8 +59,27 @@ pub struct StoredModel {
 }
 
 impl StoredTensor {
-    /// The exact encoding of a tensor's effective values for its state.
+    /// The encoding of a tensor's effective values for its state and
+    /// precision: exact for f32 and binary tensors and for quantized tensors
+    /// whose values are on their format's grid (what quantization leaves).
+    /// An int8 tag whose scales do not fit the tensor falls back to
+    /// max-abs scales ([`Model::validate`] refuses such models anyway).
     pub fn from_tensor(t: &ParamTensor) -> StoredTensor {
+        let mask = t.mask();
+        match (&t.state, &t.precision) {
+            (WeightState::Binary { .. }, _) | (_, Precision::F32) => Self::exact(t),
+            (_, Precision::F16) => Self::encode_f16(&t.data, mask),
+            (_, Precision::Int8 { scales }) => {
+                let oc = t.shape.first().copied().unwrap_or(1);
+                Self::encode_int8_with_scales(&t.data, scales, mask)
+                    .or_else(|_| Self::encode_int8(&t.data, oc, mask))
+                    .unwrap_or_else(|_| Self::exact(t))
+            }
+        }
+    }
+
+    /// The exact f32 (or binary) encoding of a tensor's effective values.
+    fn exact(t: &ParamTensor) -> StoredTensor {
         match &t.state {
             WeightState::Dense => StoredTensor::Dense {
                 values: t.data.clone(),
@@ -87,6 +107,18 @@ impl StoredTensor {
         }
     }
 
+    /// The precision tag a decoded tensor gets: f16 and int8 encodings keep
+    /// their format (and scales), everything else is f32.
+    pub fn precision(&self) -> Precision {
+        match self {
+            StoredTensor::F16 { .. } => Precision::F16,
+            StoredTensor::Int8 { scales, .. } => Precision::Int8 {
+                scales: scales.clone(),
+            },
+            _ => Precision::F32,
+        }
+    }
+
     /// Half-precision encoding of `values` (kept elements only when a mask
     /// is given). Rounds to nearest; values outside f16 range saturate to ±∞.
     pub fn encode_f16(values: &[f32], mask: Option<&[bool]>) -> StoredTensor {
@@ -101,6 +133,36 @@ impl StoredTensor {
                 .map(|&x| half::f16::from_f32(x).to_bits())
                 .collect(),
         }
+    }
+
+    /// Symmetric int8 encoding with the given per-output-channel scales
+    /// (one per channel; `scales.len()` must divide `values.len()`): each
+    /// kept value becomes round(w / scale) clamped to [-127, 127].
+    pub fn encode_int8_with_scales(
+        values: &[f32],
+        scales: &[f32],
+        mask: Option<&[bool]>,
+    ) -> Result<StoredTensor, String> {
+        if scales.is_empty() || !values.len().is_multiple_of(scales.len()) {
+            return Err(format!(
+                "{} values do not split into {} output channels",
+                values.len(),
+                scales.len()
+            ));
+        }
+        let per = (values.len() / scales.len()).max(1);
+        let keep = |i: usize| mask.is_none_or(|m| m.get(i).copied().unwrap_or(false));
+        let q = values
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| keep(*i))
+            .map(|(i, &w)| quantize_i8(w, scales[i / per]))
+            .collect();
+        Ok(StoredTensor::Int8 {
+            mask: mask.map(pack_bits),
+            scales: scales.to_vec(),
+            values: q,
+        })
     }
 
     /// Symmetric per-output-channel int8 encoding: `out_channels` must
@@ -131,17 +193,7 @@ impl StoredTensor {
                 if max > 0.0 { max / 127.0 } else { 1.0 }
             })
             .collect();
-        let q = values
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| keep(*i))
-            .map(|(i, &w)| (w / scales[i / per.max(1)]).round().clamp(-127.0, 127.0) as i8)
-            .collect();
-        Ok(StoredTensor::Int8 {
-            mask: mask.map(pack_bits),
-            scales,
-            values: q,
-        })
+        Self::encode_int8_with_scales(values, &scales, mask)
     }
 
     /// Short name of the encoding ("dense", "masked", "binary", "f16", "int8").
@@ -272,6 +324,11 @@ impl StoredTensor {
     }
 }
 
+/// round(w / scale) clamped to the symmetric int8 range [-127, 127].
+pub fn quantize_i8(w: f32, scale: f32) -> i8 {
+    (w / scale).round().clamp(-127.0, 127.0) as i8
+}
+
 /// The values at kept positions, in index order.
 fn kept(values: &[f32], mask: &[bool]) -> Vec<f32> {
     values
@@ -376,6 +433,7 @@ impl StoredModel {
                     shape: p.shape,
                     data,
                     state,
+                    precision: p.data.precision(),
                 });
             }
             params.push(out);

@@ -12,6 +12,7 @@ mod export;
 mod import;
 mod info;
 mod prune;
+mod quantize;
 mod report;
 mod run;
 mod train;
@@ -54,6 +55,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Pruning and binarization (ft gmp lth lrr ep biprop rigl).
     Prune(prune::PruneArgs),
+    /// Post-training quantization of a card's weights to f16 or int8.
+    Quantize(quantize::QuantizeArgs),
     /// Write a CIFAR-10-C-layout corrupted dataset.
     Corrupt(corrupt::CorruptArgs),
     /// Build a spectrally gated ensemble of cards.
@@ -122,6 +125,7 @@ pub fn main() -> i32 {
         Command::Info(a) => info::run(a, json),
         Command::Bench(a) => bench::run(a, json),
         Command::Prune(a) => prune::run(a, json),
+        Command::Quantize(a) => quantize::run(a, json),
         Command::Corrupt(a) => corrupt::run(a, json),
         Command::Deck(a) => deck::run(a, json),
         Command::Compile(a) => compile::run(a, json),

@@ -44,7 +44,7 @@ pub struct TrainOpts {
     /// Linear warm-up epochs (cosine schedule).
     #[arg(long, default_value_t = 0.0)]
     pub warmup: f32,
-    /// none | flipcrop | augmix | gaussian:σ[:p] (all on top of flip+crop but none).
+    /// none | flipcrop | augmix | gaussian[:σ[:p]] (σ in [0,1] pixel units, p = probability; all on top of flip+crop but none).
     #[arg(long, default_value = "flipcrop")]
     pub augment: String,
     /// auto | cpu | wgpu
@@ -102,7 +102,8 @@ impl TrainOpts {
         c.schedule = ScheduleKind::parse(&self.schedule)?;
         c.warmup_epochs = self.warmup;
         c.augment = Augment::parse(&self.augment)?;
-        c.augment_name = self.augment.clone();
+        // The canonical form records defaults too (e.g. gaussian's p).
+        c.augment_name = c.augment.to_string();
         c.backend = self.backend.clone();
         c.seed = self.seed;
         c.val_split = self.val_split;

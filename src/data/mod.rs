@@ -11,6 +11,7 @@
 //! batches.
 
 pub mod augment;
+pub mod augmix;
 pub mod cifar10;
 pub mod cifar10c;
 pub mod dataset;
@@ -86,6 +87,14 @@ pub enum Augment {
     /// Random crop with zero padding `pad` and horizontal flip.
     FlipCrop {
         pad: usize,
+    },
+    /// Flip and crop (default padding), then AugMix (see [`augmix`]).
+    AugMix,
+    /// Flip and crop (default padding), then, with probability `p`,
+    /// x + N(0, sigma²) per value in [0, 1] units, clipped to [0, 1].
+    Gaussian {
+        sigma: f32,
+        p: f32,
     },
 }
 
