@@ -387,7 +387,8 @@ fn corruption_table_matches_a_direct_computation() {
     assert_eq!((t.accuracy.len(), t.accuracy[0].len()), (2, 3));
     let direct = |card: &Card, c: &str, sev: u8| {
         let cell = corrupt_dataset(&ds, c, sev, 4).unwrap().limit(50);
-        let p = eval::predict(&mut CpuBackend, &card.model, &cell, &card.normalization, 7).unwrap();
+        let p =
+            eval::predict(&mut CpuBackend, &card.model, &cell, &card.normalization, 32).unwrap();
         let sm = eval::summarize(&p, &cell.class_names);
         (sm.accuracy, sm.ece, sm.images)
     };
