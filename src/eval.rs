@@ -3,7 +3,7 @@
 use crate::backend::Backend;
 use crate::data::{Augment, Dataset, Normalization, make_batch};
 use crate::model::Model;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Number of confidence bins for the expected calibration error.
 pub const ECE_BINS: usize = 15;
@@ -29,7 +29,8 @@ pub struct EvalResult {
     pub reliability: Vec<(f64, f64, usize)>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// Accuracy on the images of one class.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClassAccuracy {
     pub class: String,
     pub images: usize,

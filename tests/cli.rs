@@ -198,7 +198,6 @@ fn commands_not_built_yet_say_so() {
         "run",     //
         "export",  //
         "import",  //
-        "report",  //
     ];
     for cmd in pending {
         let o = cardc(&[cmd, "--whatever"]);

@@ -1,21 +1,32 @@
-//! `cardc eval`.
+//! `cardc eval`: clean accuracy and calibration, the corruption table,
+//! adversarial accuracy, a comparison with a baseline, and a report
+//! directory (the work lives in [`crate::robust`]).
 
 use crate::card::Card;
-use crate::data::{self, DataSpec, Split};
-use std::path::PathBuf;
+use crate::corrupt;
+use crate::data::cifar10c::Cifar10C;
+use crate::data::{self, DataSpec, Dataset, Split};
+use crate::robust::AttackSpec;
+use crate::robust::report::write_run_dir;
+use crate::robust::suite::{self, CorruptionSource, Subject, SuiteConfig};
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
-    /// A .card (.deck and .onnx arrive with later milestones).
+    /// A .card or .onnx model (.deck arrives with the CARD-Deck milestone).
     #[arg(long)]
     pub model: PathBuf,
-    /// Dataset: cifar10:DIR, imagefolder:DIR, synthetic[:N].
+    /// Dataset: cifar10:DIR, imagefolder:DIR, synthetic[:N], or cifar10c:DIR
+    /// (CIFAR-10-C .npy files; corrupted images only, see --clean-data).
     #[arg(long)]
     pub data: String,
     /// train | test
     #[arg(long, default_value = "test")]
     pub split: String,
-    /// Evaluate at most N images.
+    /// Clean test set to go with cifar10c:DIR data (for clean accuracy and attacks).
+    #[arg(long)]
+    pub clean_data: Option<String>,
+    /// Evaluate at most N images (clean set and each corrupted cell).
     #[arg(long)]
     pub limit: Option<usize>,
     #[arg(long, default_value_t = 256)]
@@ -23,107 +34,218 @@ pub struct EvalArgs {
     /// auto | cpu | wgpu
     #[arg(long, default_value = "auto")]
     pub backend: String,
-    /// Corruption table (robustness milestone).
+    /// Corruption table: all, or a comma-separated list of corruption names.
     #[arg(long)]
     pub corruptions: Option<String>,
+    /// Severities of the table: 1-5 (default), 3, or a list like 1,3,5.
     #[arg(long)]
     pub severities: Option<String>,
-    /// Adversarial attack (robustness milestone).
+    /// Adversarial attack, repeatable: fgsm:EPS, pgd-linf:EPS:STEPS[:STEP],
+    /// pgd-l2:EPS:STEPS[:STEP]; EPS in [0,1] pixel units (8/255 allowed).
     #[arg(long)]
     pub attack: Vec<String>,
+    /// Baseline card for corruption errors (CE, mCE), evaluated on the same cells.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Write eval.json, figures and report.html/report.md into this directory.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Seed of generated corruptions and attack random starts.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Loads a `.card` or imports an `.onnx`; refuses decks for now.
+pub fn load_model(path: &Path) -> anyhow::Result<Card> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    match ext.to_ascii_lowercase().as_str() {
+        "deck" => anyhow::bail!(
+            "{}: evaluating decks is not built yet (it arrives with CARD-Deck); pass a .card or .onnx",
+            path.display()
+        ),
+        "onnx" => crate::onnx::import_file(path, &crate::onnx::ImportOptions::default()),
+        _ => Ok(Card::load(path)?),
+    }
+}
+
+fn load_split(spec: &str, split: Split, limit: Option<usize>) -> anyhow::Result<Dataset> {
+    let spec = DataSpec::parse(spec)?;
+    let ds = data::load(&spec, split)?;
+    Ok(match limit {
+        Some(n) => ds.limit(n),
+        None => ds,
+    })
 }
 
 pub fn run(a: EvalArgs, json: bool) -> anyhow::Result<()> {
-    if a.corruptions.is_some() || a.severities.is_some() {
-        anyhow::bail!(
-            "--corruptions/--severities: not built yet (arrives with the robustness milestone)"
-        );
-    }
-    if let Some(at) = a.attack.first() {
-        anyhow::bail!("--attack {at}: not built yet (arrives with the robustness milestone)");
-    }
-    let ext = a.model.extension().and_then(|e| e.to_str()).unwrap_or("");
-    match ext {
-        "deck" => anyhow::bail!(
-            "{}: decks are not built yet (CARD-Deck milestone)",
-            a.model.display()
-        ),
-        "onnx" => anyhow::bail!(
-            "{}: ONNX evaluation is not built yet (ONNX milestone)",
-            a.model.display()
-        ),
-        _ => {}
-    }
     anyhow::ensure!(a.batch >= 1, "--batch must be at least 1");
     let split = match a.split.as_str() {
         "train" => Split::Train,
         "test" => Split::Test,
         s => anyhow::bail!("--split '{s}': expected train or test"),
     };
-    let card = Card::load(&a.model)?;
-    let spec = DataSpec::parse(&a.data)?;
-    let mut ds = data::load(&spec, split)?;
-    if let Some(n) = a.limit {
-        ds = ds.limit(n);
+    // Flags first: a typo should not cost a model load.
+    let attacks = a
+        .attack
+        .iter()
+        .map(|s| Ok((s.trim().to_string(), AttackSpec::parse(s)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let severities = match &a.severities {
+        Some(s) => corrupt::parse_severities(s)?,
+        None => vec![1, 2, 3, 4, 5],
+    };
+    // Table rows in the reference order, each once, however the flag lists them.
+    let requested = a
+        .corruptions
+        .as_deref()
+        .map(corrupt::parse_list)
+        .transpose()?
+        .map(|list| {
+            corrupt::CORRUPTIONS
+                .iter()
+                .copied()
+                .filter(|c| list.contains(c))
+                .collect::<Vec<_>>()
+        });
+    if a.severities.is_some() && requested.is_none() && !a.data.starts_with("cifar10c:") {
+        anyhow::bail!("--severities needs --corruptions (all or a list)");
     }
-    let [c, h, w] = card.model.graph.input_shape();
-    anyhow::ensure!(
-        [c, h, w] == [ds.channels, ds.height, ds.width],
-        "{} takes {c}x{h}x{w} images but {} has {}x{}x{}",
+    if let Some(n) = a.limit {
+        anyhow::ensure!(n >= 1, "--limit must be at least 1");
+    }
+
+    let card = load_model(&a.model)?;
+    let baseline = a.baseline.as_deref().map(load_model).transpose()?;
+
+    // The clean images and where the corrupted cells come from.
+    let c10c = match a.data.strip_prefix("cifar10c:") {
+        Some(dir) => {
+            anyhow::ensure!(!dir.is_empty(), "--data cifar10c: needs a directory");
+            Some(Cifar10C::open(Path::new(dir))?)
+        }
+        None => None,
+    };
+    let clean = match (&c10c, &a.clean_data) {
+        (Some(_), Some(c)) => Some(load_split(c, split, a.limit)?),
+        (Some(_), None) => None,
+        (None, Some(_)) => anyhow::bail!("--clean-data goes with --data cifar10c:DIR only"),
+        (None, None) => Some(load_split(&a.data, split, a.limit)?),
+    };
+    let corruptions: Vec<&'static str> = match (&c10c, requested) {
+        (_, Some(list)) => list,
+        // A CIFAR-10-C directory means its table: every corruption present.
+        (Some(c), None) => {
+            let present = c.corruptions();
+            corrupt::CORRUPTIONS
+                .iter()
+                .copied()
+                .filter(|n| present.iter().any(|p| p == n))
+                .collect()
+        }
+        (None, None) => Vec::new(),
+    };
+    let source = match (&c10c, &clean) {
+        (Some(c), _) => Some(CorruptionSource::Cifar10C(c)),
+        (None, Some(ds)) => Some(CorruptionSource::Generated {
+            clean: ds,
+            seed: a.seed,
+        }),
+        (None, None) => None,
+    };
+    if clean.is_none() && !attacks.is_empty() {
+        anyhow::bail!("--attack needs clean images: add --clean-data cifar10:DIR to cifar10c data");
+    }
+
+    let subject = Subject {
+        name: a.model.display().to_string(),
+        card: &card,
+    };
+    let base_subject = match (&a.baseline, &baseline) {
+        (Some(p), Some(b)) => Some(Subject {
+            name: p.display().to_string(),
+            card: b,
+        }),
+        _ => None,
+    };
+    let cfg = SuiteConfig {
+        corruptions,
+        severities,
+        attacks,
+        limit: a.limit,
+        seed: a.seed,
+        batch: a.batch,
+        quiet: false,
+    };
+    let mut backend = crate::backend::select(&a.backend)?;
+    eprintln!(
+        "evaluating {} on {} ({} clean images, {} corruption cells, {} attacks)",
         a.model.display(),
-        spec,
-        ds.channels,
-        ds.height,
-        ds.width
+        a.data,
+        clean.as_ref().map_or(0, |d| d.len()),
+        cfg.corruptions.len() * cfg.severities.len(),
+        cfg.attacks.len()
     );
-    let classes = card.model.graph.classes();
-    if let Some(bad) = ds.labels.iter().find(|&&l| l as usize >= classes) {
-        anyhow::bail!(
-            "{} has label {bad} but {} has {classes} classes",
-            spec,
-            a.model.display()
+    let r = suite::run(
+        backend.as_mut(),
+        &subject,
+        base_subject.as_ref(),
+        &a.data,
+        clean.as_ref(),
+        source.as_ref(),
+        &cfg,
+    )?;
+
+    if let Some(acc) = r.accuracy {
+        eprintln!(
+            "{} on {} ({} images): accuracy {:.2}%, ECE {:.4}",
+            a.model.display(),
+            a.data,
+            r.images,
+            100.0 * acc,
+            r.ece.unwrap_or(0.0)
+        );
+        for (i, pc) in r.per_class.iter().enumerate() {
+            let name = card.class_names.get(i).unwrap_or(&pc.class);
+            eprintln!(
+                "  {:<12} {:>6.2}%  ({} images)",
+                name,
+                100.0 * pc.accuracy,
+                pc.images
+            );
+        }
+    }
+    if !r.corruption_table.is_empty() {
+        eprintln!("\n{}", r.corruption_table.markdown());
+        eprintln!(
+            "mean corruption accuracy {:.2}%, pooled corrupted ECE {:.4}",
+            100.0 * r.mean_corruption_accuracy.unwrap_or(0.0),
+            r.corrupted_ece.unwrap_or(0.0)
         );
     }
-    let mut backend = crate::backend::select(&a.backend)?;
-    let t = std::time::Instant::now();
-    let r = crate::eval::evaluate(
-        backend.as_mut(),
-        &card.model,
-        &ds,
-        &card.normalization,
-        a.batch,
-    )?;
-    let secs = t.elapsed().as_secs_f64();
-    eprintln!(
-        "{} on {} ({} images): accuracy {:.2}%, ECE {:.4} ({:.1} s)",
-        a.model.display(),
-        spec,
-        r.images,
-        100.0 * r.accuracy,
-        r.ece,
-        secs
-    );
-    for (i, pc) in r.per_class.iter().enumerate() {
-        let name = card.class_names.get(i).unwrap_or(&pc.class);
+    if let Some(b) = &r.baseline
+        && let Some(mce) = b.mce
+    {
         eprintln!(
-            "  {:<12} {:>6.2}%  ({} images)",
-            name,
-            100.0 * pc.accuracy,
-            pc.images
+            "mCE vs {}: {:.4} (relative mCE {})",
+            b.model,
+            mce,
+            b.relative_mce.map_or("–".into(), |v| format!("{v:.4}"))
+        );
+    }
+    for d in &r.attack_details {
+        eprintln!("{}: accuracy {:.2}%", d.canonical, 100.0 * d.accuracy);
+    }
+    eprintln!("({:.1} s)", r.seconds);
+    if let Some(dir) = &a.report {
+        let files = write_run_dir(dir, &r)?;
+        eprintln!(
+            "report: {} ({} files)",
+            dir.join("report.html").display(),
+            files.len()
         );
     }
     if json {
-        super::print_json(&serde_json::json!({
-            "model": a.model.display().to_string(),
-            "data": spec.to_string(),
-            "images": r.images,
-            "accuracy": r.accuracy,
-            "ece": r.ece,
-            "per_class": r.per_class,
-            "reliability": r.reliability,
-            "seconds": secs,
-            "backend": backend.name(),
-        }))?;
+        super::print_json(&r)?;
     }
     Ok(())
 }

@@ -25,7 +25,23 @@ pub struct Prepared<'m> {
 pub enum Saved {
     None,
     Bn(BatchStats),
+    /// Eval-mode BatchNorm: the per-channel scale `gamma / sqrt(var + eps)`
+    /// of its fixed affine map (all its input-gradient needs).
+    BnEval(Vec<f32>),
     MaxIdx(Vec<u32>),
+}
+
+/// How [`Prepared::forward_mode`] runs the graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Eval-mode forward only (BatchNorm running statistics, no tape).
+    Infer,
+    /// Train-mode forward (batch statistics) with a tape for backward.
+    Train,
+    /// Eval-mode forward with a tape, for gradients of the deployed
+    /// network (adversarial attacks): BatchNorm is the fixed affine map of
+    /// its running statistics, so its backward is a per-channel scale.
+    EvalGrad,
 }
 
 /// Activations and side data kept by a training forward for backward.
@@ -77,9 +93,14 @@ fn get<'v>(values: &'v [Option<Vec<f32>>], j: usize, name: &str) -> anyhow::Resu
         .ok_or_else(|| anyhow!("layer '{name}': input activation {j} missing"))
 }
 
-/// Whether `op` reads its input's values in backward (not just its shape).
-fn backward_reads_input(op: &Op) -> bool {
-    matches!(op, Op::Conv2d(_) | Op::Linear(_) | Op::BatchNorm(_))
+/// Whether `op` reads its input's values in backward (not just its shape);
+/// an eval-mode BatchNorm does not (its backward is a fixed scale).
+fn backward_reads_input(op: &Op, mode: Mode) -> bool {
+    match op {
+        Op::Conv2d(_) | Op::Linear(_) => true,
+        Op::BatchNorm(_) => mode == Mode::Train,
+        _ => false,
+    }
 }
 
 /// Whether `op` reads its own output in backward.
@@ -130,17 +151,24 @@ impl<'m> Prepared<'m> {
     /// Runs the graph on pixel-major input `x` (`[B, H, W, C]`). Returns
     /// logits `[B, K]` and, in training mode, the tape for [`Self::backward`].
     pub fn forward(&self, x: Vec<f32>, train: bool) -> anyhow::Result<(Vec<f32>, Tape)> {
+        self.forward_mode(x, if train { Mode::Train } else { Mode::Infer })
+    }
+
+    /// [`Self::forward`] in any [`Mode`]; the tape is only usable by
+    /// [`Self::backward`] in `Train` and `EvalGrad` modes.
+    pub fn forward_mode(&self, x: Vec<f32>, mode: Mode) -> anyhow::Result<(Vec<f32>, Tape)> {
+        let train = mode == Mode::Train;
+        let tape = mode != Mode::Infer;
         let nodes = &self.model.graph.nodes;
         let n = nodes.len();
         let b = self.batch;
         let mut remaining = self.model.graph.consumers();
         let keep: Vec<bool> = (0..n)
             .map(|j| {
-                train
-                    && (backward_reads_output(&nodes[j].op)
-                        || nodes
-                            .iter()
-                            .any(|c| c.inputs.contains(&j) && backward_reads_input(&c.op)))
+                tape && (backward_reads_output(&nodes[j].op)
+                    || nodes
+                        .iter()
+                        .any(|c| c.inputs.contains(&j) && backward_reads_input(&c.op, mode)))
             })
             .collect();
         // A BatchNorm whose only reader is a ReLU applies the ReLU itself in
@@ -226,6 +254,9 @@ impl<'m> Prepared<'m> {
                         let var = self.required(i, ParamKind::RunningVar)?;
                         let mut y = take(ins[0], &mut values)?;
                         norm::eval_inplace(&mut y, mean, var, gamma, beta, bn.eps);
+                        if tape {
+                            saved[i] = Saved::BnEval(norm::eval_scale(var, gamma, bn.eps));
+                        }
                         y
                     }
                 }
@@ -247,7 +278,7 @@ impl<'m> Prepared<'m> {
                     let xin = get(&values, ins[0], name)?;
                     if matches!(node.op, Op::MaxPool(_)) {
                         let (y, idx) = pool::max_forward(&g, xin);
-                        if train {
+                        if tape {
                             saved[i] = Saved::MaxIdx(idx);
                         }
                         y
@@ -364,15 +395,20 @@ impl<'m> Prepared<'m> {
                 }
                 Op::BatchNorm(bn) => {
                     let j = ins[0];
-                    let Saved::Bn(st) = &tape.saved[i] else {
-                        bail!("layer '{name}': batch statistics missing");
-                    };
-                    let gamma = self.param(i, ParamKind::Gamma);
-                    let (dgamma, dbeta) =
-                        norm::backward(&mut dy, value(j)?, bn.channels, st, gamma);
-                    if bn.affine {
-                        self.store(i, &mut grads[i], ParamKind::Gamma, dgamma);
-                        self.store(i, &mut grads[i], ParamKind::Beta, dbeta);
+                    match &tape.saved[i] {
+                        Saved::Bn(st) => {
+                            let gamma = self.param(i, ParamKind::Gamma);
+                            let (dgamma, dbeta) =
+                                norm::backward(&mut dy, value(j)?, bn.channels, st, gamma);
+                            if bn.affine {
+                                self.store(i, &mut grads[i], ParamKind::Gamma, dgamma);
+                                self.store(i, &mut grads[i], ParamKind::Beta, dbeta);
+                            }
+                        }
+                        // Eval mode serves input gradients only: gamma and
+                        // beta keep zero gradients.
+                        Saved::BnEval(scale) => norm::eval_backward_inplace(&mut dy, scale),
+                        _ => bail!("layer '{name}': batch statistics missing"),
                     }
                     into.push((j, dy));
                 }

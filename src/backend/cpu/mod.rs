@@ -132,6 +132,56 @@ pub fn forward_backward(
     })
 }
 
+/// Result of an eval-mode input-gradient pass ([`input_gradient`]).
+pub struct InputGradient {
+    /// Mean softmax cross-entropy over the batch.
+    pub loss: f32,
+    /// Logits `[B, K]` of the eval-mode forward.
+    pub logits: Tensor,
+    /// dL/d(images) `[B, C, H, W]` of the mean loss (so each image's
+    /// gradient carries a factor 1/B).
+    pub input_grad: Tensor,
+}
+
+/// Eval-mode forward (BatchNorm running statistics, masked and binary
+/// weights as the network computes with them), softmax cross-entropy
+/// against `labels`, and the gradient with respect to the input images.
+/// The model is not changed: this is the deployed network's gradient, what
+/// adversarial attacks follow.
+pub fn input_gradient(
+    model: &Model,
+    images: &Tensor,
+    labels: &[u32],
+) -> anyhow::Result<InputGradient> {
+    let b = check_images(model, images)?;
+    if labels.len() != b {
+        bail!("{} labels for a batch of {b} images", labels.len());
+    }
+    let [c, h, w] = model.graph.input_shape();
+    let p = Prepared::new(model, b)?;
+    let k = p
+        .shapes
+        .last()
+        .and_then(|s| s.first().copied())
+        .unwrap_or(0);
+    if let Some((i, &l)) = labels.iter().enumerate().find(|(_, l)| **l as usize >= k) {
+        bail!("label {l} of sample {i} is out of range for {k} classes");
+    }
+    let x = layout::transpose_each(&images.data, b, c, h * w);
+    let (logits, tape) = p.forward_mode(x, exec::Mode::EvalGrad)?;
+    let (loss, dlogits) = loss::softmax_xent(&logits, k, labels);
+    let (_, dx) = p.backward(tape, dlogits, true)?;
+    let input_grad = match dx {
+        Some(dx) => Tensor::from_vec(&[b, c, h, w], layout::transpose_each(&dx, b, h * w, c)),
+        None => Tensor::zeros(&[b, c, h, w]),
+    };
+    Ok(InputGradient {
+        loss,
+        logits: Tensor::from_vec(&[b, k], logits),
+        input_grad,
+    })
+}
+
 /// `running = (1 - momentum) * running + momentum * batch_stat`.
 fn update_running_stats(model: &mut Model, updates: Vec<exec::BnUpdate>) -> anyhow::Result<()> {
     use crate::ir::{Op, ParamKind};

@@ -123,13 +123,25 @@ pub fn eval_inplace(
     beta: Option<&[f32]>,
     eps: f32,
 ) {
-    let scale: Vec<f32> = (0..mean.len())
-        .map(|ch| gamma.map_or(1.0, |g| g[ch]) / (var[ch] + eps).sqrt())
-        .collect();
+    let scale = eval_scale(var, gamma, eps);
     let shift: Vec<f32> = (0..mean.len())
         .map(|ch| beta.map_or(0.0, |b| b[ch]) - mean[ch] * scale[ch])
         .collect();
     affine_inplace(x, &scale, &shift);
+}
+
+/// The per-channel scale `gamma / sqrt(var + eps)` of the eval-mode map.
+pub fn eval_scale(var: &[f32], gamma: Option<&[f32]>, eps: f32) -> Vec<f32> {
+    (0..var.len())
+        .map(|ch| gamma.map_or(1.0, |g| g[ch]) / (var[ch] + eps).sqrt())
+        .collect()
+}
+
+/// Eval-mode backward in place: with fixed statistics the map is affine
+/// per channel, so `dx = dy * scale`.
+pub fn eval_backward_inplace(dy: &mut [f32], scale: &[f32]) {
+    let zero = vec![0.0f32; scale.len()];
+    affine_inplace(dy, scale, &zero);
 }
 
 /// Backward in place (`dy` becomes dL/dx). Returns `(dgamma, dbeta)`:
