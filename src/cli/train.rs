@@ -53,7 +53,9 @@ pub struct TrainOpts {
     /// f32 | mixed
     #[arg(long, default_value = "f32")]
     pub precision: String,
-    /// Adversarial training spec (robustness milestone).
+    /// Adversarial training: fgsm:EPS, pgd-linf:EPS:STEPS[:STEP] or pgd-l2:EPS:STEPS[:STEP]
+    /// (EPS in [0,1] pixel units, e.g. 8/255); with --val-split, keeps the epoch with the best
+    /// held-out robust accuracy.
     #[arg(long)]
     pub adversarial: Option<String>,
     #[arg(long, default_value_t = 0)]
@@ -85,11 +87,13 @@ impl TrainOpts {
             );
             anyhow::bail!("--precision mixed: not built yet (arrives with the GPU backend)");
         }
-        if let Some(a) = &self.adversarial {
-            anyhow::bail!(
-                "--adversarial {a}: not built yet (arrives with the robustness milestone)"
-            );
-        }
+        let adversarial = match &self.adversarial {
+            Some(a) => Some(
+                crate::robust::attack::AttackSpec::parse(a)
+                    .map_err(|e| anyhow::anyhow!("--adversarial: {e:#}"))?,
+            ),
+            None => None,
+        };
         let data = DataSpec::parse(&self.data)?;
         let mut c = TrainConfig::new(arch, data, self.out.clone());
         c.width_mult = self.width_mult;
@@ -110,6 +114,7 @@ impl TrainOpts {
         c.resume = self.resume;
         c.limit = self.limit;
         c.test_limit = self.test_limit;
+        c.adversarial = adversarial;
         Ok(c)
     }
 }

@@ -661,11 +661,15 @@ pub fn run(cfg: &PruneConfig) -> anyhow::Result<TrainReport> {
             state
         }
     };
-    check_exact(&model.model, &targets, cfg)?;
+    if let Some(a) = &tcfg.adversarial {
+        notes.push(format!("adversarial training: {a}"));
+    }
     let history = model.history.clone();
+    let model = model.into_final_model(quiet);
+    check_exact(&model, &targets, cfg)?;
     let finished = finish(
         &mut env,
-        model.model,
+        model,
         &history,
         cfg.method.name(),
         cfg.sparsity,

@@ -195,7 +195,8 @@ fn normalize(x: &mut [f32], norm: &Normalization, plane: usize) {
 /// and the batch index (reproducible, independent of thread count).
 pub fn attack_accuracy(
     backend: &mut dyn Backend,
-    card: &Card,
+    model: &crate::model::Model,
+    normalization: &Normalization,
     clean: &Dataset,
     spec: &AttackSpec,
     seed: u64,
@@ -209,10 +210,10 @@ pub fn attack_accuracy(
         let labels = &clean.labels[start..end];
         let x = pixels(clean, start..end);
         let mut rng = Rng::derive(seed, &format!("attack/{spec}/{k}"));
-        let mut adv = attack_batch(&card.model, &card.normalization, &x, labels, spec, &mut rng)?;
-        normalize(&mut adv, &card.normalization, plane);
+        let mut adv = attack_batch(model, normalization, &x, labels, spec, &mut rng)?;
+        normalize(&mut adv, normalization, plane);
         let t = Tensor::from_vec(&[end - start, c, clean.height, clean.width], adv);
-        let logits = backend.infer(&card.model, &t)?;
+        let logits = backend.infer(model, &t)?;
         hits += logits
             .argmax_rows()
             .iter()
@@ -373,7 +374,15 @@ pub fn run(
         })?;
         for (text, spec) in &cfg.attacks {
             let ta = Instant::now();
-            let acc = attack_accuracy(backend, card, ds, spec, cfg.seed, batch)?;
+            let acc = attack_accuracy(
+                backend,
+                &card.model,
+                &card.normalization,
+                ds,
+                spec,
+                cfg.seed,
+                batch,
+            )?;
             let secs = ta.elapsed().as_secs_f64();
             say(format!(
                 "attack {spec}: accuracy {:.2}% ({} images, {secs:.1} s)",

@@ -10,6 +10,8 @@ use crate::data::{self, Augment, DataSpec, Dataset, Normalization, Split};
 use crate::eval;
 use crate::ir::models::{BuildOptions, build};
 use crate::model::Model;
+use crate::robust::attack::{AttackSpec, attack_normalized};
+use crate::robust::suite::attack_accuracy;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -45,6 +47,11 @@ pub struct TrainConfig {
     pub test_limit: Option<usize>,
     /// No progress output on stderr.
     pub quiet: bool,
+    /// Adversarial training: every batch is replaced by its adversarial
+    /// version under this attack (Madry et al.); with a held-out split the
+    /// run keeps the epoch with the best held-out robust accuracy (early
+    /// stopping against robust overfitting).
+    pub adversarial: Option<AttackSpec>,
 }
 
 impl TrainConfig {
@@ -73,13 +80,14 @@ impl TrainConfig {
             limit: None,
             test_limit: None,
             quiet: false,
+            adversarial: None,
         }
     }
 
     /// The settings a checkpoint must share with a run that resumes it.
     pub fn fingerprint(&self) -> String {
         format!(
-            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{:?}|{}|{}|{}|{}|{:?}",
+            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{:?}|{}|{}|{}|{}|{:?}|{}",
             self.arch,
             self.width_mult,
             self.data,
@@ -94,7 +102,10 @@ impl TrainConfig {
             self.augment_name,
             self.seed,
             self.val_split,
-            self.limit
+            self.limit,
+            self.adversarial
+                .as_ref()
+                .map_or(String::new(), |a| a.to_string())
         )
     }
 
@@ -132,6 +143,8 @@ pub struct EpochLog {
     pub loss: f64,
     pub train_accuracy: f64,
     pub val_accuracy: Option<f64>,
+    /// Held-out accuracy under the `--adversarial` attack.
+    pub val_robust_accuracy: Option<f64>,
     /// Sparsity of the prunable weights at the end of the epoch.
     pub sparsity: f64,
     pub seconds: f64,
@@ -150,6 +163,9 @@ pub struct RunState {
     pub step: usize,
     /// Every epoch of every phase so far.
     pub history: Vec<EpochLog>,
+    /// Adversarial training with a held-out split: the epoch of this phase
+    /// with the best held-out robust accuracy, and its model.
+    pub best: Option<(f64, usize, Model)>,
 }
 
 impl RunState {
@@ -161,6 +177,25 @@ impl RunState {
             epochs_done: 0,
             step: 0,
             history: Vec::new(),
+            best: None,
+        }
+    }
+
+    /// The model to keep: the best robust epoch when early stopping
+    /// recorded one (at the same sparsity as the final model), else the
+    /// final one.
+    pub fn into_final_model(self, quiet: bool) -> Model {
+        match self.best {
+            Some((acc, epoch, m)) if (m.sparsity() - self.model.sparsity()).abs() < 1e-12 => {
+                if !quiet {
+                    eprintln!(
+                        "early stopping: keeping epoch {epoch} (held-out robust accuracy {:.2}%)",
+                        100.0 * acc
+                    );
+                }
+                m
+            }
+            _ => self.model,
         }
     }
 
@@ -169,6 +204,7 @@ impl RunState {
         self.epochs_done = 0;
         self.step = 0;
         self.sgd.velocity.clear();
+        self.best = None;
     }
 }
 
@@ -486,6 +522,14 @@ pub fn run_phase<H: StepHook>(
             );
             let lr = schedule.lr_at(state.step);
             hook.before_step(&mut state.model, state.step, total_steps)?;
+            let x = match &env.cfg.adversarial {
+                Some(spec) => {
+                    let mut rng =
+                        crate::rng::Rng::derive(batch_seed(phase.seed, epoch, s), "adversarial");
+                    attack_normalized(&state.model, &env.data.norm, &x, &y, spec, &mut rng)?
+                }
+                None => x,
+            };
             let st = hook.step(
                 env.backend.as_mut(),
                 &mut state.model,
@@ -528,12 +572,33 @@ pub fn run_phase<H: StepHook>(
             ),
             None => None,
         };
+        // Early stopping on held-out robust accuracy (at most 500 images).
+        let val_robust_accuracy = match (&env.cfg.adversarial, &env.data.val) {
+            (Some(spec), Some(v)) => {
+                let v = v.limit(500);
+                let acc = attack_accuracy(
+                    env.backend.as_mut(),
+                    &state.model,
+                    &env.data.norm,
+                    &v,
+                    spec,
+                    phase.seed,
+                    128,
+                )?;
+                if state.best.as_ref().is_none_or(|b| acc > b.0) {
+                    state.best = Some((acc, epoch + 1, state.model.clone()));
+                }
+                Some(acc)
+            }
+            _ => None,
+        };
         let log = EpochLog {
             phase: phase.label.clone(),
             epoch: epoch + 1,
             loss: loss_sum / seen.max(1) as f64,
             train_accuracy: correct as f64 / seen.max(1) as f64,
             val_accuracy,
+            val_robust_accuracy,
             sparsity: state.model.sparsity(),
             seconds: secs,
             images_per_second: seen as f64 / secs,
@@ -546,7 +611,11 @@ pub fn run_phase<H: StepHook>(
                 phase.epochs,
                 log.loss,
                 100.0 * log.train_accuracy,
-                val_accuracy.map_or(String::new(), |v| format!(" val acc {:.2}%", 100.0 * v)),
+                val_accuracy.map_or(String::new(), |v| format!(" val acc {:.2}%", 100.0 * v))
+                    + &val_robust_accuracy.map_or(String::new(), |v| format!(
+                        " val robust acc {:.2}%",
+                        100.0 * v
+                    )),
                 100.0 * log.sparsity,
                 log.images_per_second,
                 secs
@@ -714,7 +783,12 @@ pub fn run(cfg: &TrainConfig) -> anyhow::Result<TrainReport> {
     };
     run_phase(&mut env, &phase, &mut state, &mut PlainSgd, &mut save)?;
     let history = state.history.clone();
-    let finished = finish(&mut env, state.model, &history, "dense", 0.0, Vec::new())?;
+    let notes = match &cfg.adversarial {
+        Some(a) => vec![format!("adversarial training: {a}")],
+        None => Vec::new(),
+    };
+    let model = state.into_final_model(cfg.quiet);
+    let finished = finish(&mut env, model, &history, "dense", 0.0, notes)?;
     finished.card.save(&cfg.out)?;
     // The card now holds everything the checkpoint did.
     let _ = std::fs::remove_file(&ckpt_path);
