@@ -306,19 +306,21 @@ impl NpyWriter {
             );
         }
         let out = self.out.take().context("npy writer already finished")?;
-        let f = out
-            .into_inner()
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {}", self.tmp.display(), e.error()))?;
-        f.sync_all()
-            .with_context(|| format!("cannot sync {}", self.tmp.display()))?;
-        std::fs::rename(&self.tmp, &self.path).with_context(|| {
-            format!(
-                "cannot rename {} to {}",
-                self.tmp.display(),
-                self.path.display()
-            )
-        })?;
-        Ok(())
+        let (tmp, path) = (&self.tmp, &self.path);
+        let result = (|| -> anyhow::Result<()> {
+            let f = out
+                .into_inner()
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {}", tmp.display(), e.error()))?;
+            f.sync_all()
+                .with_context(|| format!("cannot sync {}", tmp.display()))?;
+            std::fs::rename(tmp, path)
+                .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+        })();
+        if result.is_err() {
+            // No partial file left behind, whatever step failed.
+            let _ = std::fs::remove_file(tmp);
+        }
+        result
     }
 }
 
