@@ -18,6 +18,7 @@ pub mod dataset;
 pub mod imagefolder;
 pub mod loader;
 pub mod normalize;
+pub mod npy;
 pub mod spec;
 pub mod synthetic;
 
@@ -32,6 +33,8 @@ use std::path::PathBuf;
 #[derive(Clone, Debug, PartialEq)]
 pub enum DataSpec {
     Cifar10(PathBuf),
+    /// CIFAR-10-C `.npy` files (real, or written by `cardc corrupt`).
+    Cifar10C(PathBuf),
     ImageFolder(PathBuf),
     /// Number of training images (test split has N/5).
     Synthetic(usize),
@@ -103,6 +106,8 @@ pub fn load(spec: &DataSpec, split: Split) -> anyhow::Result<Dataset> {
     match spec {
         DataSpec::Cifar10(dir) => load_cifar10(dir, split),
         DataSpec::ImageFolder(dir) => load_imagefolder(dir, split),
+        // CIFAR-10-C has test images only: every split reads them all.
+        DataSpec::Cifar10C(dir) => cifar10c::Cifar10C::open(dir)?.load_all(),
         DataSpec::Synthetic(n) => Ok(synthetic::generate(*n, split)),
     }
 }

@@ -8,10 +8,11 @@ use std::path::PathBuf;
 /// Training-set size of a bare `synthetic`.
 pub const DEFAULT_SYNTHETIC_N: usize = 5000;
 
-const ACCEPTED: &str = "accepted forms: cifar10:DIR, imagefolder:DIR, synthetic, synthetic:N";
+const ACCEPTED: &str =
+    "accepted forms: cifar10:DIR, cifar10c:DIR, imagefolder:DIR, synthetic, synthetic:N";
 
 impl DataSpec {
-    /// Parses `cifar10:DIR`, `imagefolder:DIR`, `synthetic` or `synthetic:N`.
+    /// Parses `cifar10:DIR`, `cifar10c:DIR`, `imagefolder:DIR`, `synthetic` or `synthetic:N`.
     ///
     /// Only the first `:` separates the kind, so directories may contain
     /// colons. Paths are not checked here: [`super::load`] reports a missing
@@ -26,7 +27,10 @@ impl DataSpec {
             ("imagefolder", Some(dir)) if !dir.is_empty() => {
                 Ok(DataSpec::ImageFolder(PathBuf::from(dir)))
             }
-            ("cifar10" | "imagefolder", _) => {
+            ("cifar10c", Some(dir)) if !dir.is_empty() => {
+                Ok(DataSpec::Cifar10C(PathBuf::from(dir)))
+            }
+            ("cifar10" | "cifar10c" | "imagefolder", _) => {
                 bail!("--data {s:?}: {kind} needs a directory ({ACCEPTED})")
             }
             ("synthetic", None) => Ok(DataSpec::Synthetic(DEFAULT_SYNTHETIC_N)),
@@ -50,6 +54,7 @@ impl fmt::Display for DataSpec {
         match self {
             DataSpec::Cifar10(dir) => write!(f, "cifar10:{}", dir.display()),
             DataSpec::ImageFolder(dir) => write!(f, "imagefolder:{}", dir.display()),
+            DataSpec::Cifar10C(dir) => write!(f, "cifar10c:{}", dir.display()),
             DataSpec::Synthetic(n) => write!(f, "synthetic:{n}"),
         }
     }
