@@ -365,3 +365,59 @@ fn bad_prune_flags_fail_with_one_line() {
         assert!(!out.exists());
     }
 }
+
+#[test]
+fn adversarial_training_records_held_out_robust_accuracy() {
+    let f = Fixture::new();
+    let out = f.path("adv.card");
+    let rep = json(&cardc(&[
+        "train",
+        "--arch",
+        &f.arch,
+        "--data",
+        "synthetic:300",
+        "--epochs",
+        "2",
+        "--batch",
+        "32",
+        "--lr",
+        "0.02",
+        "--val-split",
+        "0.2",
+        "--adversarial",
+        "pgd-linf:4/255:2",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]));
+    let hist = rep["history"].as_array().unwrap();
+    for h in hist {
+        let r = h["val_robust_accuracy"]
+            .as_f64()
+            .expect("robust accuracy per epoch");
+        let v = h["val_accuracy"].as_f64().unwrap();
+        assert!((0.0..=v + 1e-9).contains(&r), "robust {r} > clean {v}");
+    }
+    let card = Card::load(&out).unwrap();
+    assert!(
+        card.provenance
+            .notes
+            .iter()
+            .any(|n| n.contains("adversarial training: pgd-linf")),
+        "{:?}",
+        card.provenance.notes
+    );
+    let o = cardc(&[
+        "train",
+        "--arch",
+        &f.arch,
+        "--data",
+        "synthetic:300",
+        "--adversarial",
+        "pgd:oops",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--adversarial"));
+}

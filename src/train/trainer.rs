@@ -315,7 +315,7 @@ pub fn prepare_data(
     };
     let test = data::load(spec, Split::Test).ok();
     let norm = match spec {
-        DataSpec::Cifar10(_) => Normalization::cifar10(),
+        DataSpec::Cifar10(_) | DataSpec::Cifar10C(_) => Normalization::cifar10(),
         _ => Normalization::from_dataset(&train),
     };
     Ok(Prepared {
