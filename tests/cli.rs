@@ -194,8 +194,6 @@ fn commands_not_built_yet_say_so() {
         "prune",   //
         "corrupt", //
         "deck",    //
-        "compile", //
-        "run",     //
         "export",  //
         "import",  //
         "report",  //
