@@ -124,7 +124,7 @@ pub fn plan(iv: &[Interval]) -> Plan {
 /// that every value lies inside the arena.
 pub fn verify(iv: &[Interval], p: &Plan) -> Result<(), String> {
     for (a, ia) in iv.iter().enumerate() {
-        if p.offsets[a] + ia.bytes > p.arena_bytes || p.offsets[a] % ALIGN != 0 {
+        if p.offsets[a] + ia.bytes > p.arena_bytes || !p.offsets[a].is_multiple_of(ALIGN) {
             return Err(format!("value {a} lies outside the arena or is unaligned"));
         }
         for (b, ib) in iv.iter().enumerate().skip(a + 1) {

@@ -42,8 +42,11 @@ pub const COMMON: &[(&str, &str)] = &[
 /// The stdio harness of hosted targets.
 pub const MAIN_HOSTED: &str = include_str!("../../targets/common/main_hosted.c");
 
+/// Runtime files of a target: `(file name, contents)`.
+pub type Files = &'static [(&'static str, &'static str)];
+
 /// Built-in targets: `(name, description, extra runtime files)`.
-const BUILTIN: &[(&str, &str, &[(&str, &str)])] = &[
+const BUILTIN: &[(&str, &str, Files)] = &[
     ("host", include_str!("../../targets/host/target.toml"), &[]),
     ("arm", include_str!("../../targets/arm/target.toml"), &[]),
 ];
@@ -61,7 +64,7 @@ pub const ALL_NAMES: &[&str] = &[
 ];
 
 /// The target called `name` and its extra runtime files.
-pub fn find(name: &str) -> anyhow::Result<(Target, &'static [(&'static str, &'static str)])> {
+pub fn find(name: &str) -> anyhow::Result<(Target, Files)> {
     if let Some((_, toml_text, files)) = BUILTIN.iter().find(|(n, _, _)| *n == name) {
         let t: Target = toml::from_str(toml_text)
             .with_context(|| format!("built-in target '{name}' description"))?;

@@ -128,17 +128,16 @@ void cardc_rows_binary(const cardc_layer *L, const float *patch, float *out) {
         int32_t nb = L->ic - 32 * w;
         const float *xw = x + 32 * w;
         if (nb > 32) nb = 32;
-        /* sum of kept x minus twice the sum of kept negative-sign x */
+        /* kept sum minus twice the kept negative-sign sum; multiplies by
+           0/1 instead of branching (random signs defeat branch prediction) */
         {
-          float pos = 0.0f, neg = 0.0f;
+          float all = 0.0f, neg = 0.0f;
           for (b = 0; b < nb; b++) {
-            float v = ((m >> b) & 1u) ? xw[b] : 0.0f;
-            if ((sg >> b) & 1u)
-              neg += v;
-            else
-              pos += v;
+            float v = xw[b] * (float)((m >> b) & 1u);
+            all += v;
+            neg += v * (float)((sg >> b) & 1u);
           }
-          s += pos - neg;
+          s += all - 2.0f * neg;
         }
       }
     }
