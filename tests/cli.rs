@@ -193,8 +193,6 @@ fn commands_not_built_yet_say_so() {
     let pending = [
         "prune",   //
         "deck",    //
-        "compile", //
-        "run",     //
         "export",  //
         "import",  //
     ];

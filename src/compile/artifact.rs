@@ -1,0 +1,251 @@
+//! Building a compiled artifact, running it on its target (natively or
+//! under QEMU) and comparing its logits with the reference forward pass.
+
+use super::Report;
+use super::emit_c;
+use super::target::{self, Target};
+use crate::card::Card;
+use crate::data::Dataset;
+use crate::tensor::Tensor;
+use anyhow::{Context, bail};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// File in the artifact directory holding the command that built `model`.
+pub const BUILD_STAMP: &str = "build.cmd";
+
+/// The report and target of an artifact directory.
+pub fn open(dir: &Path) -> anyhow::Result<(Report, Target)> {
+    let p = dir.join("report.json");
+    let text = std::fs::read_to_string(&p).with_context(|| {
+        format!(
+            "{}: not a compiled artifact (cannot read {})",
+            dir.display(),
+            p.display()
+        )
+    })?;
+    let report: Report =
+        serde_json::from_str(&text).with_context(|| format!("{}: damaged", p.display()))?;
+    let (t, _) = target::find(&report.target).with_context(|| format!("{}", p.display()))?;
+    Ok((report, t))
+}
+
+fn missing_tools_error(t: &Target, missing: &[String]) -> anyhow::Error {
+    anyhow::anyhow!(
+        "target {} needs {} (Debian packages: {})",
+        t.name,
+        missing.join(", "),
+        if t.packages.is_empty() {
+            "a C compiler".to_string()
+        } else {
+            t.packages.join(" ")
+        }
+    )
+}
+
+/// Builds `dir/model` unless it exists and was built with the same
+/// command. `extra_cflags` (e.g. sanitizers) join the target's flags.
+pub fn build(dir: &Path, extra_cflags: &[String]) -> anyhow::Result<PathBuf> {
+    let (_, t) = open(dir)?;
+    let cmd = emit_c::build_command(&t, extra_cflags);
+    let stamp = dir.join(BUILD_STAMP);
+    let bin = dir.join("model");
+    let line = cmd.join(" ");
+    if bin.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == line) {
+        return Ok(bin);
+    }
+    if !target::have_tool(&t.cc) {
+        return Err(missing_tools_error(&t, std::slice::from_ref(&t.cc)));
+    }
+    let out = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .current_dir(dir)
+        .output()
+        .with_context(|| format!("cannot run {}", cmd[0]))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let first: Vec<&str> = err.lines().take(5).collect();
+        bail!(
+            "building {} failed ({}): {}",
+            dir.display(),
+            line,
+            first.join(" | ")
+        );
+    }
+    std::fs::write(&stamp, &line).with_context(|| format!("cannot write {}", stamp.display()))?;
+    Ok(bin)
+}
+
+/// Runs the built artifact on `images` (raw bytes, back to back) and
+/// returns the logits (`images × classes`) and the median latency in ms.
+pub fn execute(dir: &Path, images: &[u8]) -> anyhow::Result<(Vec<f32>, f64)> {
+    let (report, t) = open(dir)?;
+    let missing: Vec<String> = t
+        .runner
+        .first()
+        .filter(|r| !target::have_tool(r))
+        .cloned()
+        .into_iter()
+        .collect();
+    if !missing.is_empty() {
+        return Err(missing_tools_error(&t, &missing));
+    }
+    // The runner may see only the artifact directory (QEMU): inputs go there.
+    let input = dir.join(format!("inputs-{}.bin", std::process::id()));
+    std::fs::write(&input, images).with_context(|| format!("cannot write {}", input.display()))?;
+    let result = run_model(dir, &t, &input);
+    let _ = std::fs::remove_file(&input);
+    let text = result?;
+    let k = report.classes;
+    let mut logits = Vec::new();
+    let mut median = f64::NAN;
+    for line in text.lines() {
+        if let Some(m) = line.strip_prefix("# median_ms ") {
+            median = m.trim().parse().unwrap_or(f64::NAN);
+            continue;
+        }
+        let row: Vec<f32> = line
+            .split_whitespace()
+            .map(|v| v.parse::<f32>())
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("{}/model printed '{line}'", dir.display()))?;
+        if row.len() != k {
+            bail!(
+                "{}/model printed {} logits, expected {k}",
+                dir.display(),
+                row.len()
+            );
+        }
+        logits.extend(row);
+    }
+    let n = images.len() / report.input_bytes.max(1) as usize;
+    if logits.len() != n * k {
+        bail!(
+            "{}/model printed {} rows for {n} images",
+            dir.display(),
+            logits.len() / k.max(1)
+        );
+    }
+    Ok((logits, median))
+}
+
+/// Runs `dir/model` (through the target's runner) on one input file and
+/// returns its standard output.
+fn run_model(dir: &Path, t: &Target, input: &Path) -> anyhow::Result<String> {
+    let mut cmd = match t.runner.split_first() {
+        Some((r, rest)) => {
+            let mut c = Command::new(r);
+            c.args(rest).arg("./model");
+            c
+        }
+        None => Command::new("./model"),
+    };
+    let out = cmd
+        .arg(input.file_name().unwrap_or(input.as_os_str()))
+        .current_dir(dir)
+        .output()
+        .with_context(|| format!("cannot run {}/model", dir.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{}/model failed ({}): {}",
+            dir.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Agreement of an artifact with the reference forward pass.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunResult {
+    pub target: String,
+    pub images: usize,
+    /// Accuracy of the artifact's argmax against the labels.
+    pub accuracy: f64,
+    /// Accuracy of the reference forward pass on the same images.
+    pub reference_accuracy: f64,
+    pub argmax_agreement: f64,
+    pub max_abs_logit_error: f64,
+    /// Median single-image latency of `cardc_infer` on the target (under
+    /// QEMU: emulated time, not the device's).
+    pub latency_ms: f64,
+    pub flash_bytes: u64,
+    pub arena_bytes: u64,
+}
+
+fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Reference logits of `card` for the dataset's images (`[n × classes]`).
+pub fn reference_logits(card: &Card, ds: &Dataset) -> anyhow::Result<Vec<f32>> {
+    let [c, h, w] = card.model.graph.input_shape();
+    let mut out = Vec::new();
+    let per = ds.image_len();
+    for start in (0..ds.len()).step_by(256) {
+        let end = (start + 256).min(ds.len());
+        let mut x = vec![0f32; (end - start) * per];
+        for (i, dst) in (start..end).zip(x.chunks_mut(per)) {
+            card.normalization.apply_into(ds.image(i), dst);
+        }
+        let t = Tensor::from_vec(&[end - start, c, h, w], x);
+        out.extend(crate::backend::cpu::infer(&card.model, &t)?.data);
+    }
+    Ok(out)
+}
+
+/// Builds (if needed) and runs the artifact in `dir` on `ds`, comparing
+/// with the reference forward pass of the card stored beside it.
+pub fn evaluate(dir: &Path, ds: &Dataset) -> anyhow::Result<RunResult> {
+    let (report, t) = open(dir)?;
+    let card_path = dir.join("model.card");
+    let card = Card::load(&card_path)?;
+    let [c, h, w] = card.model.graph.input_shape();
+    if [c, h, w] != [ds.channels, ds.height, ds.width] {
+        bail!(
+            "{} takes {c}x{h}x{w} images but {} has {}x{}x{}",
+            dir.display(),
+            ds.source,
+            ds.channels,
+            ds.height,
+            ds.width
+        );
+    }
+    if ds.is_empty() {
+        bail!("{} has no images", ds.source);
+    }
+    build(dir, &[])?;
+    let (logits, latency) = execute(dir, &ds.images)?;
+    let reference = reference_logits(&card, ds)?;
+    let k = report.classes;
+    let (mut agree, mut correct, mut ref_correct, mut max_err) = (0usize, 0usize, 0usize, 0f64);
+    for (i, (a, r)) in logits.chunks(k).zip(reference.chunks(k)).enumerate() {
+        let (pa, pr) = (argmax(a), argmax(r));
+        agree += usize::from(pa == pr);
+        correct += usize::from(pa == ds.labels[i] as usize);
+        ref_correct += usize::from(pr == ds.labels[i] as usize);
+        for (x, y) in a.iter().zip(r) {
+            max_err = max_err.max((x - y).abs() as f64);
+        }
+    }
+    let n = ds.len() as f64;
+    Ok(RunResult {
+        target: t.name,
+        images: ds.len(),
+        accuracy: correct as f64 / n,
+        reference_accuracy: ref_correct as f64 / n,
+        argmax_agreement: agree as f64 / n,
+        max_abs_logit_error: max_err,
+        latency_ms: latency,
+        flash_bytes: report.flash_bytes,
+        arena_bytes: report.arena_bytes,
+    })
+}

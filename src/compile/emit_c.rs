@@ -1,0 +1,350 @@
+//! C99 code generation: the weights as `const` arrays, one static arena
+//! laid out by the memory plan, and `cardc_infer` as a straight line of
+//! kernel calls (kernels in `targets/common/cardc_kernels.c`).
+//!
+//! Entry point: `int cardc_infer(const uint8_t *image, float *logits)`.
+//! `image` is the raw CHW bytes the datasets store; the card's
+//! normalization is baked in as a 256-entry table per channel holding
+//! exactly the reference's f32 values, so the harness needs no
+//! preprocessing. Returns 0.
+
+use super::lower::{Act, MatLayer, Program, Step};
+use super::pack::{Increments, Packed};
+use super::plan::Plan;
+use super::target::Target;
+use std::fmt::Write;
+
+/// Generated sources: `model.h`, `model.c`, `Makefile`.
+pub struct Sources {
+    pub header: String,
+    pub model_c: String,
+    pub makefile: String,
+}
+
+/// Appends `const TYPE NAME[] = {...};` with `fmt` per element.
+fn array<T>(out: &mut String, ty: &str, name: &str, v: &[T], fmt: impl Fn(&T) -> String) {
+    let _ = writeln!(out, "static const {ty} {name}[{}] = {{", v.len().max(1));
+    if v.is_empty() {
+        out.push_str("  0\n");
+    }
+    for chunk in v.chunks(8) {
+        out.push_str("  ");
+        for x in chunk {
+            out.push_str(&fmt(x));
+            out.push_str(", ");
+        }
+        out.push('\n');
+    }
+    out.push_str("};\n");
+}
+
+/// A C literal that parses back to exactly `x` (finite values only).
+fn float_lit(x: &f32) -> String {
+    let s = format!("{x:?}");
+    if s.contains(['.', 'e', 'i', 'N']) {
+        format!("{s}f")
+    } else {
+        format!("{s}.0f")
+    }
+}
+
+fn act_name(a: Act) -> &'static str {
+    match a {
+        Act::None => "CARDC_ACT_NONE",
+        Act::Relu => "CARDC_ACT_RELU",
+        Act::Relu6 => "CARDC_ACT_RELU6",
+    }
+}
+
+/// Emits a matrix layer's arrays and its `cardc_layer`; returns the rows
+/// function to call.
+fn emit_layer(out: &mut String, id: usize, l: &MatLayer) -> &'static str {
+    let p = format!("L{id}");
+    let g = &l.geom;
+    let _ = writeln!(
+        out,
+        "/* {} ({}): {} */",
+        l.name,
+        l.op,
+        l.packed.packed.format().name()
+    );
+    array(out, "float", &format!("{p}_bias"), &l.bias, float_lit);
+    let mut fields = Vec::new();
+    if let Some(m) = &l.packed.mult {
+        array(out, "float", &format!("{p}_mult"), m, float_lit);
+        fields.push(format!(".mult = {p}_mult"));
+    }
+    let rows = match &l.packed.packed {
+        Packed::F32(w) => {
+            array(out, "float", &format!("{p}_w"), w, float_lit);
+            fields.push(format!(".w_f32 = {p}_w"));
+            "cardc_rows_f32"
+        }
+        Packed::F16(w) => {
+            array(out, "uint16_t", &format!("{p}_w"), w, |h| format!("{h}"));
+            fields.push(format!(".w_f16 = {p}_w"));
+            "cardc_rows_f16"
+        }
+        Packed::Int8(w) => {
+            array(out, "int8_t", &format!("{p}_w"), w, |q| format!("{q}"));
+            fields.push(format!(".w_i8 = {p}_w"));
+            "cardc_rows_i8"
+        }
+        Packed::Sparse {
+            nnz,
+            values,
+            increments,
+        } => {
+            array(out, "uint32_t", &format!("{p}_nnz"), nnz, |n| {
+                format!("{n}u")
+            });
+            array(out, "float", &format!("{p}_val"), values, float_lit);
+            fields.push(format!(".sp_nnz = {p}_nnz, .sp_val = {p}_val"));
+            match increments {
+                Increments::U16(v) => {
+                    array(out, "uint16_t", &format!("{p}_inc"), v, |n| format!("{n}"));
+                    fields.push(format!(".sp_inc16 = {p}_inc"));
+                }
+                Increments::U32(v) => {
+                    array(out, "uint32_t", &format!("{p}_inc"), v, |n| format!("{n}u"));
+                    fields.push(format!(".sp_inc32 = {p}_inc"));
+                }
+            }
+            "cardc_rows_sparse"
+        }
+        Packed::Binary { words, signs, mask } => {
+            let hex = |w: &u32| format!("0x{w:08x}u");
+            array(out, "uint32_t", &format!("{p}_sign"), signs, hex);
+            fields.push(format!(".bin_sign = {p}_sign, .bin_words = {words}"));
+            if let Some(m) = mask {
+                array(out, "uint32_t", &format!("{p}_mask"), m, hex);
+                fields.push(format!(".bin_mask = {p}_mask"));
+            }
+            "cardc_rows_binary"
+        }
+    };
+    let _ = writeln!(
+        out,
+        "static const cardc_layer {p} = {{\n  .ih = {}, .iw = {}, .ic = {}, .oh = {}, .ow = {}, .oc = {},\n  \
+         .kh = {}, .kw = {}, .sh = {}, .sw = {}, .ph = {}, .pw = {}, .act = {},\n  .bias = {p}_bias,\n  {}\n}};\n",
+        g.ih,
+        g.iw,
+        g.ic,
+        g.oh,
+        g.ow,
+        g.oc,
+        g.kh,
+        g.kw,
+        g.sh,
+        g.sw,
+        g.ph,
+        g.pw,
+        act_name(l.act),
+        fields.join(",\n  ")
+    );
+    rows
+}
+
+/// Generates the sources of `program` laid out by `plan` for `target`.
+pub fn emit(program: &Program, plan: &Plan, target: &Target, scratch_floats: usize) -> Sources {
+    let [c, h, w] = program.input;
+    let header = format!(
+        "/* Generated by cardc from '{name}'. */\n#ifndef CARDC_MODEL_H\n#define CARDC_MODEL_H\n\n\
+         #include <stdint.h>\n\n\
+         /* Raw image bytes: {c} channels x {h} x {w}, CHW, uint8. */\n\
+         #define CARDC_INPUT_BYTES {bytes}\n#define CARDC_CLASSES {k}\n\n\
+         /* Classifies one image: writes CARDC_CLASSES logits, returns 0.\n   \
+         Not reentrant (one static arena). */\n\
+         int cardc_infer(const uint8_t *image, float *logits);\n\n#endif\n",
+        name = program.name.replace("*/", "* /"),
+        bytes = c * h * w,
+        k = program.classes,
+    );
+    let mut m = String::new();
+    let _ = writeln!(
+        m,
+        "/* Generated by cardc: weights, memory plan and schedule of '{}'. */\n\
+         #include <string.h>\n#include \"model.h\"\n#include \"cardc_kernels.h\"\n",
+        program.name.replace("*/", "* /")
+    );
+    let lut: Vec<f32> = program.lut.iter().flatten().copied().collect();
+    array(&mut m, "float", "norm_lut", &lut, float_lit);
+    let mut calls = Vec::new();
+    let at = |v: usize| format!("arena + {}", plan.offsets[v] / 4);
+    for (i, step) in program.steps.iter().enumerate() {
+        let call = match step {
+            Step::Normalize { out } => format!(
+                "cardc_normalize(image, norm_lut, {c}, {}, {});",
+                h * w,
+                at(*out)
+            ),
+            Step::Mat { layer, input, out } => {
+                let rows = emit_layer(&mut m, i, layer);
+                format!(
+                    "cardc_mat(&L{i}, {rows}, {}, {}, scratch); /* {} */",
+                    at(*input),
+                    at(*out),
+                    layer.name
+                )
+            }
+            Step::Add {
+                name,
+                a,
+                b,
+                out,
+                act,
+            } => format!(
+                "cardc_add({}, {}, {}, {}, {}); /* {name} */",
+                at(*a),
+                at(*b),
+                at(*out),
+                program.values[*out],
+                act_name(*act)
+            ),
+            Step::Affine {
+                name,
+                input,
+                out,
+                scale,
+                shift,
+                act,
+            } => {
+                array(&mut m, "float", &format!("A{i}_scale"), scale, float_lit);
+                array(&mut m, "float", &format!("A{i}_shift"), shift, float_lit);
+                format!(
+                    "cardc_affine({}, {}, A{i}_scale, A{i}_shift, {}, {}, {}); /* {name} */",
+                    at(*input),
+                    at(*out),
+                    program.values[*out] / scale.len().max(1),
+                    scale.len(),
+                    act_name(*act)
+                )
+            }
+            Step::Activation {
+                name,
+                input,
+                out,
+                act,
+            } => format!(
+                "cardc_activation({}, {}, {}, {}); /* {name} */",
+                at(*input),
+                at(*out),
+                program.values[*out],
+                act_name(*act)
+            ),
+            Step::MaxPool {
+                name,
+                input,
+                out,
+                geom: g,
+            }
+            | Step::AvgPool {
+                name,
+                input,
+                out,
+                geom: g,
+            } => format!(
+                "cardc_{}({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}); /* {name} */",
+                if matches!(step, Step::MaxPool { .. }) {
+                    "maxpool"
+                } else {
+                    "avgpool"
+                },
+                at(*input),
+                at(*out),
+                g.ih,
+                g.iw,
+                g.c,
+                g.oh,
+                g.ow,
+                g.kh,
+                g.kw,
+                g.sh,
+                g.sw,
+                g.ph,
+                g.pw
+            ),
+            Step::GlobalAvgPool {
+                name,
+                input,
+                out,
+                pixels,
+                c,
+            } => format!(
+                "cardc_global_avgpool({}, {}, {pixels}, {c}); /* {name} */",
+                at(*input),
+                at(*out)
+            ),
+            Step::ToChannelsFirst {
+                name,
+                input,
+                out,
+                pixels,
+                c,
+            } => format!(
+                "cardc_to_channels_first({}, {}, {pixels}, {c}); /* {name} */",
+                at(*input),
+                at(*out)
+            ),
+        };
+        calls.push(call);
+    }
+    let _ = writeln!(
+        m,
+        "\n/* Memory plan: {} arena bytes (lower bound {}). */\nstatic float arena[{}];\nstatic float scratch[{}];\n",
+        plan.arena_bytes,
+        plan.lower_bound_bytes,
+        (plan.arena_bytes / 4).max(1),
+        scratch_floats.max(1)
+    );
+    m.push_str("int cardc_infer(const uint8_t *image, float *logits) {\n");
+    for c in &calls {
+        let _ = writeln!(m, "  {c}");
+    }
+    let _ = writeln!(
+        m,
+        "  memcpy(logits, {}, sizeof(float) * CARDC_CLASSES);\n  return 0;\n}}",
+        at(program.output)
+    );
+    let makefile = makefile(target);
+    Sources {
+        header,
+        model_c: m,
+        makefile,
+    }
+}
+
+/// The C sources of an artifact, in link order.
+pub const C_SOURCES: &[&str] = &["main.c", "model.c", "cardc_kernels.c"];
+
+/// The build command of the artifact `model` for `target`, with extra flags.
+pub fn build_command(target: &Target, extra_cflags: &[String]) -> Vec<String> {
+    let mut v = vec![target.cc.clone()];
+    v.extend(target.cflags.iter().cloned());
+    v.extend(extra_cflags.iter().cloned());
+    v.push("-o".into());
+    v.push("model".into());
+    v.extend(C_SOURCES.iter().map(|s| s.to_string()));
+    v.extend(target.ldflags.iter().cloned());
+    v
+}
+
+fn makefile(t: &Target) -> String {
+    let run = if t.runner.is_empty() {
+        "./model".to_string()
+    } else {
+        format!("{} ./model", t.runner.join(" "))
+    };
+    format!(
+        "# Generated by cardc for target '{name}'. `make` builds ./model;\n\
+         # `make run INPUT=images.bin` prints one line of logits per image.\n\
+         CC = {cc}\nCFLAGS = {cflags}\nLDLIBS = {ld}\n\n\
+         model: {srcs} model.h cardc_kernels.h\n\t$(CC) $(CFLAGS) -o model {srcs} $(LDLIBS)\n\n\
+         run: model\n\t{run} $(INPUT)\n\nclean:\n\trm -f model\n\n.PHONY: run clean\n",
+        name = t.name,
+        cc = t.cc,
+        cflags = t.cflags.join(" "),
+        ld = t.ldflags.join(" "),
+        srcs = C_SOURCES.join(" "),
+    )
+}

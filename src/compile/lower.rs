@@ -1,0 +1,671 @@
+//! Lowering: from the IR graph of a card to a straight-line program of
+//! kernel steps on channels-last (`[H][W][C]`) f32 activations.
+//!
+//! * Eval-mode BatchNorm right after a conv/linear that nothing else reads
+//!   is folded into it: `w' = w · s`, `b' = (b − mean) · s + β` with
+//!   `s = γ / sqrt(var + eps)`. Binary layers keep their structure: the
+//!   folded row is `±α·s[o]`, so the multiplier becomes `α·s[o]`.
+//! * A ReLU/ReLU6 that is the only reader of a conv/linear/BatchNorm/Add
+//!   output is fused into that step.
+//! * `Flatten` of a `[C,H,W]` tensor (H·W > 1, C > 1) becomes a transpose
+//!   to the C-major order the IR defines; otherwise it is a no-op alias.
+//! * Linear layers are 1×1 convolutions on a 1×1 image.
+
+use crate::card::Card;
+use crate::compile::pack::{self, Format, PackedWeights};
+use crate::ir::{Op, ParamKind};
+use crate::model::WeightState;
+use anyhow::{Context, bail};
+
+/// Activation fused into a step (the C constants `CARDC_ACT_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    None = 0,
+    Relu = 1,
+    Relu6 = 2,
+}
+
+/// Geometry of a matrix layer (linear: 1×1 image, 1×1 kernel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geom {
+    pub ih: usize,
+    pub iw: usize,
+    pub ic: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub oc: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub ph: usize,
+    pub pw: usize,
+}
+
+impl Geom {
+    /// Patch length: `kh · kw · ic`.
+    pub fn cols(&self) -> usize {
+        self.kh * self.kw * self.ic
+    }
+
+    /// Multiply-accumulates per image.
+    pub fn macs(&self) -> u64 {
+        (self.oh * self.ow) as u64 * (self.oc * self.cols()) as u64
+    }
+}
+
+/// A convolution or linear layer with BatchNorm folded in.
+#[derive(Clone, Debug)]
+pub struct MatLayer {
+    /// Name of the IR node (conv/linear) it comes from.
+    pub name: String,
+    /// `Conv2d` or `Linear`.
+    pub op: &'static str,
+    pub geom: Geom,
+    /// Folded weights, `[oc][kh][kw][ic]`.
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub act: Act,
+    /// The card stores the weight binarized.
+    pub card_binary: bool,
+    /// Chosen packing.
+    pub packed: PackedWeights,
+}
+
+impl MatLayer {
+    /// Fraction of zero weights.
+    pub fn zero_fraction(&self) -> f64 {
+        let z = self.weight.iter().filter(|&&v| v == 0.0).count();
+        z as f64 / self.weight.len().max(1) as f64
+    }
+
+    /// Whether `format` can hold this layer (binary needs binary rows).
+    pub fn supports(&self, format: Format) -> bool {
+        format != Format::Binary || pack::binary_magnitudes(&self.weight, self.geom.oc).is_some()
+    }
+
+    /// Packs the weights in `format`.
+    pub fn pack(&self, format: Format) -> anyhow::Result<PackedWeights> {
+        let g = &self.geom;
+        pack::pack(&self.weight, g.oc, g.cols(), g.ic, format)
+            .map_err(|e| anyhow::anyhow!("layer '{}' as {}: {e}", self.name, format.name()))
+    }
+
+    /// Flash bytes of the layer in its chosen format: weights, bias and
+    /// multipliers.
+    pub fn bytes(&self) -> usize {
+        self.packed.packed.bytes()
+            + 4 * self.bias.len()
+            + self.packed.mult.as_ref().map_or(0, |m| 4 * m.len())
+    }
+}
+
+/// Pooling window geometry on `[h][w][c]` input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolGeom {
+    pub ih: usize,
+    pub iw: usize,
+    pub c: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub ph: usize,
+    pub pw: usize,
+}
+
+/// One kernel call. Operands are value ids (see [`Program::values`]).
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// Raw CHW bytes → normalized channels-last floats.
+    Normalize { out: usize },
+    Mat {
+        layer: Box<MatLayer>,
+        input: usize,
+        out: usize,
+    },
+    Add {
+        name: String,
+        a: usize,
+        b: usize,
+        out: usize,
+        act: Act,
+    },
+    /// A BatchNorm that could not be folded: per-channel `x·scale + shift`.
+    Affine {
+        name: String,
+        input: usize,
+        out: usize,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+        act: Act,
+    },
+    Activation {
+        name: String,
+        input: usize,
+        out: usize,
+        act: Act,
+    },
+    MaxPool {
+        name: String,
+        input: usize,
+        out: usize,
+        geom: PoolGeom,
+    },
+    AvgPool {
+        name: String,
+        input: usize,
+        out: usize,
+        geom: PoolGeom,
+    },
+    GlobalAvgPool {
+        name: String,
+        input: usize,
+        out: usize,
+        pixels: usize,
+        c: usize,
+    },
+    /// Channels-last → C-major (IR `Flatten` order).
+    ToChannelsFirst {
+        name: String,
+        input: usize,
+        out: usize,
+        pixels: usize,
+        c: usize,
+    },
+}
+
+impl Step {
+    /// Value ids the step reads.
+    pub fn inputs(&self) -> Vec<usize> {
+        match self {
+            Step::Normalize { .. } => vec![],
+            Step::Add { a, b, .. } => vec![*a, *b],
+            Step::Mat { input, .. }
+            | Step::Affine { input, .. }
+            | Step::Activation { input, .. }
+            | Step::MaxPool { input, .. }
+            | Step::AvgPool { input, .. }
+            | Step::GlobalAvgPool { input, .. }
+            | Step::ToChannelsFirst { input, .. } => vec![*input],
+        }
+    }
+
+    /// The value id the step writes.
+    pub fn output(&self) -> usize {
+        match self {
+            Step::Normalize { out }
+            | Step::Mat { out, .. }
+            | Step::Add { out, .. }
+            | Step::Affine { out, .. }
+            | Step::Activation { out, .. }
+            | Step::MaxPool { out, .. }
+            | Step::AvgPool { out, .. }
+            | Step::GlobalAvgPool { out, .. }
+            | Step::ToChannelsFirst { out, .. } => *out,
+        }
+    }
+}
+
+/// A lowered card: activations (`values`, f32 element counts), the steps
+/// that compute them in order, and the input/output description.
+#[derive(Clone, Debug)]
+pub struct Program {
+    pub name: String,
+    /// Element count (f32) of each value.
+    pub values: Vec<usize>,
+    pub steps: Vec<Step>,
+    /// The logits value.
+    pub output: usize,
+    /// `[C, H, W]` of the raw input image.
+    pub input: [usize; 3],
+    pub classes: usize,
+    /// Normalization lookup: `lut[c][byte]`, exactly the reference's f32s.
+    pub lut: Vec<[f32; 256]>,
+    /// Multiply-accumulates per image (the IR's count).
+    pub macs: u64,
+}
+
+impl Program {
+    /// The matrix layers, in execution order.
+    pub fn mat_layers(&self) -> impl Iterator<Item = &MatLayer> {
+        self.steps.iter().filter_map(|s| match s {
+            Step::Mat { layer, .. } => Some(layer.as_ref()),
+            _ => None,
+        })
+    }
+
+    /// Mutable matrix layers, in execution order.
+    pub fn mat_layers_mut(&mut self) -> impl Iterator<Item = &mut MatLayer> {
+        self.steps.iter_mut().filter_map(|s| match s {
+            Step::Mat { layer, .. } => Some(layer.as_mut()),
+            _ => None,
+        })
+    }
+}
+
+/// How the BN parameters of node `i` map to `(scale, shift)`.
+fn bn_affine(card: &Card, i: usize) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
+    let node = &card.model.graph.nodes[i];
+    let Op::BatchNorm(bn) = &node.op else {
+        bail!("layer '{}' is not a BatchNorm", node.name);
+    };
+    let get = |k: ParamKind| card.model.params[i].iter().find(|t| t.kind == k);
+    let need = |k: ParamKind| {
+        get(k).with_context(|| format!("layer '{}': missing {}", node.name, k.suffix()))
+    };
+    let mean = &need(ParamKind::RunningMean)?.data;
+    let var = &need(ParamKind::RunningVar)?.data;
+    let gamma = get(ParamKind::Gamma).map(|t| &t.data);
+    let beta = get(ParamKind::Beta).map(|t| &t.data);
+    // Same arithmetic as the reference's eval-mode BatchNorm.
+    let scale: Vec<f32> = (0..bn.channels)
+        .map(|c| gamma.map_or(1.0, |g| g[c]) / (var[c] + bn.eps).sqrt())
+        .collect();
+    let shift = (0..bn.channels)
+        .map(|c| beta.map_or(0.0, |b| b[c]) - mean[c] * scale[c])
+        .collect();
+    Ok((scale, shift))
+}
+
+/// The activation of a Relu/Relu6 node.
+fn act_of(op: &Op) -> Option<Act> {
+    match op {
+        Op::Relu => Some(Act::Relu),
+        Op::Relu6 => Some(Act::Relu6),
+        _ => None,
+    }
+}
+
+/// Lowers a card. Every matrix layer starts in `f32`; [`choose_formats`]
+/// picks the final formats.
+pub fn lower(card: &Card) -> anyhow::Result<Program> {
+    let g = &card.model.graph;
+    let shapes = g.shapes().map_err(|e| anyhow::anyhow!(e))?;
+    let n = g.nodes.len();
+    let consumers = g.consumers();
+    // The single reader of each node (when it has exactly one).
+    let mut reader: Vec<Option<usize>> = vec![None; n];
+    for (j, node) in g.nodes.iter().enumerate() {
+        for &i in &node.inputs {
+            reader[i] = Some(j);
+        }
+    }
+    let only_reader = |i: usize| (consumers[i] == 1).then_some(reader[i]).flatten();
+    let mut value_of: Vec<Option<usize>> = vec![None; n];
+    let mut fused = vec![false; n];
+    let mut values: Vec<usize> = Vec::new();
+    let mut steps = Vec::new();
+    let new_value = |values: &mut Vec<usize>, len: usize| {
+        values.push(len);
+        values.len() - 1
+    };
+    let hw = |s: &[usize]| match s {
+        [_, h, w] => (*h, *w),
+        _ => (1, 1),
+    };
+    for (i, node) in g.nodes.iter().enumerate() {
+        if fused[i] {
+            continue;
+        }
+        let name = node.name.clone();
+        let input = |k: usize| -> anyhow::Result<usize> {
+            let j = node.inputs[k];
+            value_of[j].with_context(|| format!("layer '{name}': input {j} has no value"))
+        };
+        let len: usize = shapes[i].iter().product();
+        // Fuses a following activation into node `last`; returns the last
+        // IR node the step covers and the activation.
+        let fuse_act = |last: usize, fused: &mut Vec<bool>| -> (usize, Act) {
+            if let Some(j) = only_reader(last)
+                && let Some(a) = act_of(&g.nodes[j].op)
+            {
+                fused[j] = true;
+                return (j, a);
+            }
+            (last, Act::None)
+        };
+        let (last, step) = match &node.op {
+            Op::Input { .. } => {
+                let out = new_value(&mut values, len);
+                (i, Step::Normalize { out })
+            }
+            Op::Conv2d(_) | Op::Linear(_) => {
+                let mut layer = mat_layer(card, i, &shapes)?;
+                let mut last = i;
+                if let Some(j) = only_reader(i)
+                    && matches!(g.nodes[j].op, Op::BatchNorm(_))
+                {
+                    let (s, t) = bn_affine(card, j)?;
+                    let cols = layer.geom.cols();
+                    for (o, row) in layer.weight.chunks_mut(cols.max(1)).enumerate() {
+                        row.iter_mut().for_each(|w| *w *= s[o]);
+                        layer.bias[o] = layer.bias[o] * s[o] + t[o];
+                    }
+                    fused[j] = true;
+                    last = j;
+                }
+                let (last, act) = fuse_act(last, &mut fused);
+                layer.act = act;
+                let input = input(0)?;
+                let out = new_value(&mut values, len);
+                let step = Step::Mat {
+                    layer: Box::new(layer),
+                    input,
+                    out,
+                };
+                (last, step)
+            }
+            Op::BatchNorm(_) => {
+                let (scale, shift) = bn_affine(card, i)?;
+                let (last, act) = fuse_act(i, &mut fused);
+                let input = input(0)?;
+                let out = new_value(&mut values, len);
+                let step = Step::Affine {
+                    name,
+                    input,
+                    out,
+                    scale,
+                    shift,
+                    act,
+                };
+                (last, step)
+            }
+            Op::Relu | Op::Relu6 => {
+                let act = act_of(&node.op).unwrap_or(Act::None);
+                let input = input(0)?;
+                let out = new_value(&mut values, len);
+                (
+                    i,
+                    Step::Activation {
+                        name,
+                        input,
+                        out,
+                        act,
+                    },
+                )
+            }
+            Op::Add => {
+                let (last, act) = fuse_act(i, &mut fused);
+                let (a, b) = (input(0)?, input(1)?);
+                let out = new_value(&mut values, len);
+                (
+                    last,
+                    Step::Add {
+                        name,
+                        a,
+                        b,
+                        out,
+                        act,
+                    },
+                )
+            }
+            Op::MaxPool(p) | Op::AvgPool(p) => {
+                let src = &shapes[node.inputs[0]];
+                let (ih, iw) = hw(src);
+                let (oh, ow) = hw(&shapes[i]);
+                let geom = PoolGeom {
+                    ih,
+                    iw,
+                    c: src[0],
+                    oh,
+                    ow,
+                    kh: p.kernel.0,
+                    kw: p.kernel.1,
+                    sh: p.stride.0,
+                    sw: p.stride.1,
+                    ph: p.padding.0,
+                    pw: p.padding.1,
+                };
+                let input = input(0)?;
+                let out = new_value(&mut values, len);
+                let step = if matches!(node.op, Op::MaxPool(_)) {
+                    Step::MaxPool {
+                        name,
+                        input,
+                        out,
+                        geom,
+                    }
+                } else {
+                    Step::AvgPool {
+                        name,
+                        input,
+                        out,
+                        geom,
+                    }
+                };
+                (i, step)
+            }
+            Op::GlobalAvgPool => {
+                let src = &shapes[node.inputs[0]];
+                let (h, w) = hw(src);
+                let input = input(0)?;
+                let out = new_value(&mut values, len);
+                (
+                    i,
+                    Step::GlobalAvgPool {
+                        name,
+                        input,
+                        out,
+                        pixels: h * w,
+                        c: src[0],
+                    },
+                )
+            }
+            Op::Flatten => {
+                let src = &shapes[node.inputs[0]];
+                let (h, w) = hw(src);
+                let input = input(0)?;
+                if src.len() != 3 || h * w == 1 || src[0] == 1 {
+                    // Channels-last and C-major orders coincide.
+                    value_of[i] = Some(input);
+                    continue;
+                }
+                let out = new_value(&mut values, len);
+                (
+                    i,
+                    Step::ToChannelsFirst {
+                        name,
+                        input,
+                        out,
+                        pixels: h * w,
+                        c: src[0],
+                    },
+                )
+            }
+        };
+        let out = step.output();
+        for v in value_of.iter_mut().take(last + 1).skip(i) {
+            *v = Some(out);
+        }
+        steps.push(step);
+    }
+    let output = value_of[n - 1].context("the graph's output has no value")?;
+    let lut = card.normalization.lookup_tables();
+    Ok(Program {
+        name: g.name.clone(),
+        values,
+        steps,
+        output,
+        input: g.input_shape(),
+        classes: g.classes(),
+        lut,
+        macs: g.macs().map_err(|e| anyhow::anyhow!(e))?,
+    })
+}
+
+/// The matrix layer of conv/linear node `i` (f32, nothing folded yet).
+fn mat_layer(card: &Card, i: usize, shapes: &[Vec<usize>]) -> anyhow::Result<MatLayer> {
+    let node = &card.model.graph.nodes[i];
+    let params = &card.model.params[i];
+    let wt = params
+        .iter()
+        .find(|t| t.kind == ParamKind::Weight)
+        .with_context(|| format!("layer '{}': missing weight", node.name))?;
+    let eff = wt.effective();
+    let card_binary = matches!(wt.state, WeightState::Binary { .. });
+    let (geom, weight, op) = match &node.op {
+        Op::Conv2d(c) => {
+            if c.groups != 1 {
+                bail!(
+                    "layer '{}': grouped convolution (groups {}) is not supported by the compiler yet",
+                    node.name,
+                    c.groups
+                );
+            }
+            let src = &shapes[node.inputs[0]];
+            let out = &shapes[i];
+            let geom = Geom {
+                ih: src[1],
+                iw: src[2],
+                ic: c.in_channels,
+                oh: out[1],
+                ow: out[2],
+                oc: c.out_channels,
+                kh: c.kernel.0,
+                kw: c.kernel.1,
+                sh: c.stride.0,
+                sw: c.stride.1,
+                ph: c.padding.0,
+                pw: c.padding.1,
+            };
+            // [oc][ic][kh][kw] → [oc][kh][kw][ic]
+            let (ic, kh, kw) = (geom.ic, geom.kh, geom.kw);
+            let mut w = vec![0f32; eff.len()];
+            for o in 0..geom.oc {
+                for ci in 0..ic {
+                    for y in 0..kh {
+                        for x in 0..kw {
+                            w[((o * kh + y) * kw + x) * ic + ci] =
+                                eff[((o * ic + ci) * kh + y) * kw + x];
+                        }
+                    }
+                }
+            }
+            (geom, w, "Conv2d")
+        }
+        Op::Linear(l) => {
+            let geom = Geom {
+                ih: 1,
+                iw: 1,
+                ic: l.in_features,
+                oh: 1,
+                ow: 1,
+                oc: l.out_features,
+                kh: 1,
+                kw: 1,
+                sh: 1,
+                sw: 1,
+                ph: 0,
+                pw: 0,
+            };
+            (geom, eff.into_owned(), "Linear")
+        }
+        _ => bail!("layer '{}' is not a conv or linear layer", node.name),
+    };
+    let bias = params
+        .iter()
+        .find(|t| t.kind == ParamKind::Bias)
+        .map_or_else(|| vec![0.0; geom.oc], |t| t.data.clone());
+    let packed = PackedWeights {
+        packed: pack::Packed::F32(weight.clone()),
+        mult: None,
+    };
+    Ok(MatLayer {
+        name: node.name.clone(),
+        op,
+        geom,
+        weight,
+        bias,
+        act: Act::None,
+        card_binary,
+        packed,
+    })
+}
+
+/// `--format`: one format for every layer or the cost model's choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FormatChoice {
+    Auto,
+    Force(Format),
+}
+
+/// Zero fraction from which sparse pays off (XNNPACK's threshold).
+pub const SPARSE_MIN_ZEROS: f64 = 2.0 / 3.0;
+
+/// The cost model's format for a layer: binary for binarized layers,
+/// sparse from 2/3 zeros on, f32 otherwise; among exact formats the one
+/// with the fewest bytes wins ties of the rule.
+pub fn auto_format(layer: &MatLayer) -> Format {
+    if layer.card_binary && layer.supports(Format::Binary) {
+        Format::Binary
+    } else if layer.zero_fraction() >= SPARSE_MIN_ZEROS {
+        Format::Sparse
+    } else {
+        Format::F32
+    }
+}
+
+/// Packs every matrix layer: forced formats (binary only where the layer
+/// is binary; other layers then fall back to the auto choice, said on
+/// stderr), or the cost model's choice. With `max_flash` and `auto`, the
+/// largest layers are quantized (int8) until the weights fit.
+pub fn choose_formats(
+    program: &mut Program,
+    choice: FormatChoice,
+    max_flash: Option<u64>,
+    fixed_bytes: u64,
+) -> anyhow::Result<()> {
+    for layer in program.mat_layers_mut() {
+        let f = match choice {
+            FormatChoice::Force(f) if layer.supports(f) => f,
+            FormatChoice::Force(f) => {
+                eprintln!(
+                    "layer '{}': not binary, kept as {} (--format {})",
+                    layer.name,
+                    auto_format(layer).name(),
+                    f.name()
+                );
+                auto_format(layer)
+            }
+            FormatChoice::Auto => auto_format(layer),
+        };
+        layer.packed = layer.pack(f)?;
+    }
+    let Some(budget) = max_flash else {
+        return Ok(());
+    };
+    let total = |p: &Program| fixed_bytes + p.mat_layers().map(|l| l.bytes() as u64).sum::<u64>();
+    if choice == FormatChoice::Auto {
+        // Greedy: quantize the largest layer that int8 shrinks until it fits.
+        while total(program) > budget {
+            let best = program
+                .mat_layers_mut()
+                .filter(|l| l.packed.packed.format() != Format::Int8)
+                .filter_map(|l| {
+                    let q = l.pack(Format::Int8).ok()?;
+                    let saved = l.packed.packed.bytes() as i64 - q.packed.bytes() as i64;
+                    (saved > 0).then_some((saved, l, q))
+                })
+                .max_by_key(|(s, _, _)| *s);
+            match best {
+                Some((_, l, q)) => l.packed = q,
+                None => break,
+            }
+        }
+    }
+    let t = total(program);
+    if t > budget {
+        bail!(
+            "--max-flash {budget}: the model needs {t} bytes of flash even with {} formats",
+            if choice == FormatChoice::Auto {
+                "the smallest"
+            } else {
+                "the chosen"
+            }
+        );
+    }
+    Ok(())
+}

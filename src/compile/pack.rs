@@ -1,0 +1,444 @@
+//! Weight formats of a compiled layer and their packing.
+//!
+//! Every matrix layer (convolution or linear) computes, per output channel
+//! `o` and patch `x` (the input window in `[kh][kw][ic]` order, channels
+//! last), `y[o] = mult[o] · Σ_k w[o][k] · x[k] + bias[o]`. The formats differ
+//! in how `w` is stored:
+//!
+//! * `f32`: every value;
+//! * `f16`: IEEE half bit patterns (lossy: rounds to nearest);
+//! * `int8`: symmetric per-output-channel: `w = q · mult[o]`, `|q| ≤ 127`;
+//! * `sparse`: per output channel the count of nonzeros, the nonzero
+//!   values, and the increments between consecutive nonzero patch indices
+//!   (the first increment counts from 0; XNNPACK's scheme with element
+//!   instead of byte increments);
+//! * `binary`: per output channel and kernel position, the input channels
+//!   in 32-bit words, bit `i` of word `j` = channel `32·j + i`; a sign word
+//!   (bit set = −1) and a mask word (bit set = kept; omitted when every
+//!   weight is kept). `w = ±mult[o]` where kept, else 0.
+//!
+//! `unpack` inverts every packing; for f32, sparse and binary the round trip
+//! is bit-exact (tested).
+
+use serde::Serialize;
+
+/// A weight format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    F32,
+    F16,
+    Int8,
+    Sparse,
+    Binary,
+}
+
+impl Format {
+    /// All formats, in the order `--format` lists them.
+    pub const ALL: [Format; 5] = [
+        Format::F32,
+        Format::F16,
+        Format::Int8,
+        Format::Sparse,
+        Format::Binary,
+    ];
+
+    /// The `--format` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::F32 => "f32",
+            Format::F16 => "f16",
+            Format::Int8 => "int8",
+            Format::Sparse => "sparse",
+            Format::Binary => "binary",
+        }
+    }
+
+    /// Parses a `--format` name.
+    pub fn parse(s: &str) -> Option<Format> {
+        Format::ALL.into_iter().find(|f| f.name() == s)
+    }
+
+    /// Whether packing reproduces the weights exactly.
+    pub fn exact(self) -> bool {
+        !matches!(self, Format::F16 | Format::Int8)
+    }
+}
+
+/// Increments of a sparse row: 16 bits when every patch index fits.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Increments {
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+}
+
+/// Packed weights of one matrix layer with `rows` output channels of
+/// `cols` patch elements each.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Packed {
+    F32(Vec<f32>),
+    F16(Vec<u16>),
+    /// Quantized values; the scales are the layer's multipliers.
+    Int8(Vec<i8>),
+    Sparse {
+        /// Nonzeros per output channel.
+        nnz: Vec<u32>,
+        values: Vec<f32>,
+        increments: Increments,
+    },
+    Binary {
+        /// Words per kernel position: `ceil(ic / 32)`.
+        words: usize,
+        signs: Vec<u32>,
+        /// `None` when every weight is kept.
+        mask: Option<Vec<u32>>,
+    },
+}
+
+/// Packed weights and the per-output-channel multiplier they need (`None`:
+/// multiply by 1).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PackedWeights {
+    pub packed: Packed,
+    pub mult: Option<Vec<f32>>,
+}
+
+impl Packed {
+    /// Bytes the weights occupy in flash (arrays only).
+    pub fn bytes(&self) -> usize {
+        match self {
+            Packed::F32(v) => 4 * v.len(),
+            Packed::F16(v) => 2 * v.len(),
+            Packed::Int8(v) => v.len(),
+            Packed::Sparse {
+                nnz,
+                values,
+                increments,
+            } => {
+                4 * nnz.len()
+                    + 4 * values.len()
+                    + match increments {
+                        Increments::U16(v) => 2 * v.len(),
+                        Increments::U32(v) => 4 * v.len(),
+                    }
+            }
+            Packed::Binary { signs, mask, .. } => {
+                4 * signs.len() + mask.as_ref().map_or(0, |m| 4 * m.len())
+            }
+        }
+    }
+
+    /// The format of these weights.
+    pub fn format(&self) -> Format {
+        match self {
+            Packed::F32(_) => Format::F32,
+            Packed::F16(_) => Format::F16,
+            Packed::Int8(_) => Format::Int8,
+            Packed::Sparse { .. } => Format::Sparse,
+            Packed::Binary { .. } => Format::Binary,
+        }
+    }
+}
+
+/// IEEE half bits of `x`, rounded to nearest even.
+pub fn f16_bits(x: f32) -> u16 {
+    half::f16::from_f32(x).to_bits()
+}
+
+/// The f32 value of IEEE half bits (exact).
+pub fn f16_value(h: u16) -> f32 {
+    half::f16::from_bits(h).to_f32()
+}
+
+/// Per-row magnitude if every nonzero of every row has the same magnitude
+/// (a binary layer, possibly with a per-channel scale folded in).
+pub fn binary_magnitudes(w: &[f32], rows: usize) -> Option<Vec<f32>> {
+    if rows == 0 || !w.len().is_multiple_of(rows) {
+        return None;
+    }
+    let cols = w.len() / rows;
+    let mut mags = Vec::with_capacity(rows);
+    for row in w.chunks(cols.max(1)) {
+        let m = row.iter().fold(0f32, |a, v| a.max(v.abs()));
+        if row.iter().any(|&v| v != 0.0 && v.abs() != m) {
+            return None;
+        }
+        mags.push(m);
+    }
+    Some(mags)
+}
+
+/// Packs `w` (`rows` × `cols`, row-major, patch order `[kh][kw][ic]` with
+/// `ic` input channels) in `format`. Binary packing fails when the rows
+/// are not binary (see [`binary_magnitudes`]).
+pub fn pack(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    ic: usize,
+    format: Format,
+) -> Result<PackedWeights, String> {
+    if w.len() != rows * cols || ic == 0 || !cols.is_multiple_of(ic) {
+        return Err(format!(
+            "{} weights do not form {rows} rows of {cols} (input channels {ic})",
+            w.len()
+        ));
+    }
+    Ok(match format {
+        Format::F32 => PackedWeights {
+            packed: Packed::F32(w.to_vec()),
+            mult: None,
+        },
+        Format::F16 => PackedWeights {
+            packed: Packed::F16(w.iter().map(|&v| f16_bits(v)).collect()),
+            mult: None,
+        },
+        Format::Int8 => {
+            let mut scales = Vec::with_capacity(rows);
+            let mut q = Vec::with_capacity(w.len());
+            for row in w.chunks(cols.max(1)) {
+                let max = row.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let s = if max > 0.0 { max / 127.0 } else { 1.0 };
+                scales.push(s);
+                q.extend(
+                    row.iter()
+                        .map(|&v| (v / s).round().clamp(-127.0, 127.0) as i8),
+                );
+            }
+            PackedWeights {
+                packed: Packed::Int8(q),
+                mult: Some(scales),
+            }
+        }
+        Format::Sparse => {
+            let mut nnz = Vec::with_capacity(rows);
+            let mut values = Vec::new();
+            let mut inc = Vec::new();
+            for row in w.chunks(cols.max(1)) {
+                let mut prev = 0usize;
+                let mut n = 0u32;
+                for (k, &v) in row.iter().enumerate() {
+                    if v != 0.0 {
+                        values.push(v);
+                        inc.push((k - prev) as u32);
+                        prev = k;
+                        n += 1;
+                    }
+                }
+                nnz.push(n);
+            }
+            let increments = if cols <= u16::MAX as usize {
+                Increments::U16(inc.iter().map(|&i| i as u16).collect())
+            } else {
+                Increments::U32(inc)
+            };
+            PackedWeights {
+                packed: Packed::Sparse {
+                    nnz,
+                    values,
+                    increments,
+                },
+                mult: None,
+            }
+        }
+        Format::Binary => {
+            let mags = binary_magnitudes(w, rows)
+                .ok_or("weights are not binary (nonzeros of a row differ in magnitude)")?;
+            let words = ic.div_ceil(32);
+            let positions = cols / ic;
+            let mut signs = vec![0u32; rows * positions * words];
+            let mut mask = vec![0u32; rows * positions * words];
+            let mut all_kept = true;
+            for (r, row) in w.chunks(cols.max(1)).enumerate() {
+                for (k, &v) in row.iter().enumerate() {
+                    let (p, c) = (k / ic, k % ic);
+                    let at = (r * positions + p) * words + c / 32;
+                    let bit = 1u32 << (c % 32);
+                    if v != 0.0 {
+                        mask[at] |= bit;
+                        if v < 0.0 {
+                            signs[at] |= bit;
+                        }
+                    } else {
+                        all_kept = false;
+                    }
+                }
+            }
+            PackedWeights {
+                packed: Packed::Binary {
+                    words,
+                    signs,
+                    mask: (!all_kept).then_some(mask),
+                },
+                mult: Some(mags),
+            }
+        }
+    })
+}
+
+/// The weights a packing computes with (`rows` × `cols`, multipliers
+/// applied): the inverse of [`pack`].
+pub fn unpack(p: &PackedWeights, rows: usize, cols: usize, ic: usize) -> Vec<f32> {
+    let mult = |r: usize| p.mult.as_ref().map_or(1.0, |m| m[r]);
+    match &p.packed {
+        Packed::F32(v) => v.clone(),
+        Packed::F16(v) => v.iter().map(|&h| f16_value(h)).collect(),
+        Packed::Int8(q) => q
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| q as f32 * mult(i / cols.max(1)))
+            .collect(),
+        Packed::Sparse {
+            nnz,
+            values,
+            increments,
+        } => {
+            let mut w = vec![0f32; rows * cols];
+            let inc = |j: usize| match increments {
+                Increments::U16(v) => v[j] as usize,
+                Increments::U32(v) => v[j] as usize,
+            };
+            let mut j = 0;
+            for (r, &n) in nnz.iter().enumerate() {
+                let mut k = 0;
+                for _ in 0..n {
+                    k += inc(j);
+                    w[r * cols + k] = values[j];
+                    j += 1;
+                }
+            }
+            w
+        }
+        Packed::Binary { words, signs, mask } => {
+            let positions = cols / ic.max(1);
+            let mut w = vec![0f32; rows * cols];
+            for r in 0..rows {
+                for k in 0..cols {
+                    let (pos, c) = (k / ic, k % ic);
+                    let at = (r * positions + pos) * words + c / 32;
+                    let bit = 1u32 << (c % 32);
+                    let kept = mask.as_ref().is_none_or(|m| m[at] & bit != 0);
+                    if kept {
+                        let m = mult(r);
+                        w[r * cols + k] = if signs[at] & bit != 0 { -m } else { m };
+                    }
+                }
+            }
+            w
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rand_w(n: usize, seed: u64, zero_frac: f32) -> Vec<f32> {
+        let mut r = crate::rng::Rng::new(seed);
+        (0..n)
+            .map(|_| {
+                if r.uniform() < zero_frac {
+                    0.0
+                } else {
+                    r.normal()
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn exact_formats_round_trip_bit_exactly() {
+        // 5 rows of 3x3 kernels over 37 input channels: not a multiple of 32.
+        let (rows, ic) = (5, 37);
+        let cols = 9 * ic;
+        for zf in [0.0, 0.7, 1.0] {
+            let w = rand_w(rows * cols, 3, zf);
+            for f in [Format::F32, Format::Sparse] {
+                let p = pack(&w, rows, cols, ic, f).unwrap();
+                let back = unpack(&p, rows, cols, ic);
+                assert!(
+                    back.iter().zip(&w).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{f:?} at {zf}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn binary_round_trips_with_masked_and_empty_rows() {
+        let (rows, ic) = (4, 33);
+        let cols = 2 * ic;
+        let mut r = crate::rng::Rng::new(9);
+        let alphas = [0.5f32, -1.25, 3.0, 0.75];
+        let mut w = Vec::new();
+        for (row, &a) in alphas.iter().enumerate() {
+            for _ in 0..cols {
+                // Row 2 fully masked, row 3 fully kept, others mixed.
+                let kept = match row {
+                    2 => false,
+                    3 => true,
+                    _ => r.uniform() < 0.6,
+                };
+                let s = if r.uniform() < 0.5 { -a } else { a };
+                w.push(if kept { s } else { 0.0 });
+            }
+        }
+        let p = pack(&w, rows, cols, ic, Format::Binary).unwrap();
+        let Packed::Binary {
+            words, ref mask, ..
+        } = p.packed
+        else {
+            panic!("not binary")
+        };
+        assert_eq!(words, 2);
+        assert!(mask.is_some());
+        let back = unpack(&p, rows, cols, ic);
+        assert!(back.iter().zip(&w).all(|(a, b)| a.to_bits() == b.to_bits()));
+        // Fully kept: no mask stored.
+        let full: Vec<f32> = w[3 * cols..].to_vec();
+        let p = pack(&full, 1, cols, ic, Format::Binary).unwrap();
+        assert!(matches!(p.packed, Packed::Binary { mask: None, .. }));
+        assert_eq!(unpack(&p, 1, cols, ic), full);
+        // Not binary: refused.
+        assert!(pack(&rand_w(cols, 1, 0.0), 1, cols, ic, Format::Binary).is_err());
+    }
+
+    #[test]
+    fn lossy_formats_stay_within_their_step() {
+        let (rows, ic) = (3, 8);
+        let cols = 9 * ic;
+        let w = rand_w(rows * cols, 5, 0.2);
+        let p = pack(&w, rows, cols, ic, Format::Int8).unwrap();
+        let back = unpack(&p, rows, cols, ic);
+        for r in 0..rows {
+            let max = w[r * cols..][..cols]
+                .iter()
+                .fold(0f32, |a, v| a.max(v.abs()));
+            for k in 0..cols {
+                let i = r * cols + k;
+                assert!((back[i] - w[i]).abs() <= max / 254.0 * 1.0001);
+            }
+        }
+        let p = pack(&w, rows, cols, ic, Format::F16).unwrap();
+        for (a, b) in unpack(&p, rows, cols, ic).iter().zip(&w) {
+            assert!((a - b).abs() <= b.abs() / 1024.0 + 1e-7);
+        }
+    }
+
+    #[test]
+    fn sparse_uses_wide_increments_for_long_rows() {
+        let cols = 70_000;
+        let mut w = vec![0f32; cols];
+        w[0] = 1.0;
+        w[cols - 1] = -2.0;
+        let p = pack(&w, 1, cols, 1, Format::Sparse).unwrap();
+        assert!(matches!(
+            p.packed,
+            Packed::Sparse {
+                increments: Increments::U32(_),
+                ..
+            }
+        ));
+        assert_eq!(unpack(&p, 1, cols, 1), w);
+    }
+}

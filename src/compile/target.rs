@@ -1,0 +1,100 @@
+//! Compilation targets: one description (`targets/<name>/target.toml`) and
+//! the runtime sources each needs, compiled into the binary so an artifact
+//! can be written anywhere.
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// A target description.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub name: String,
+    /// C compiler command.
+    pub cc: String,
+    pub cflags: Vec<String>,
+    pub ldflags: Vec<String>,
+    /// Command prefix that runs a built program (empty: run natively).
+    pub runner: Vec<String>,
+    /// `hosted` (stdio harness) or `semihosting` (bare metal).
+    pub harness: String,
+    /// Debian packages that provide the compiler and runner.
+    pub packages: Vec<String>,
+    /// Flash and RAM of the device, when it is small enough to matter.
+    #[serde(default)]
+    pub flash_bytes: Option<u64>,
+    #[serde(default)]
+    pub ram_bytes: Option<u64>,
+}
+
+/// Shared runtime sources: `(file name, contents)`.
+pub const COMMON: &[(&str, &str)] = &[
+    (
+        "cardc_kernels.h",
+        include_str!("../../targets/common/cardc_kernels.h"),
+    ),
+    (
+        "cardc_kernels.c",
+        include_str!("../../targets/common/cardc_kernels.c"),
+    ),
+];
+
+/// The stdio harness of hosted targets.
+pub const MAIN_HOSTED: &str = include_str!("../../targets/common/main_hosted.c");
+
+/// Runtime files of a target: `(file name, contents)`.
+pub type Files = &'static [(&'static str, &'static str)];
+
+/// Built-in targets: `(name, description, extra runtime files)`.
+const BUILTIN: &[(&str, &str, Files)] = &[
+    ("host", include_str!("../../targets/host/target.toml"), &[]),
+    ("arm", include_str!("../../targets/arm/target.toml"), &[]),
+];
+
+/// Names `--target` accepts per the product contract, built or not.
+pub const ALL_NAMES: &[&str] = &[
+    "host",
+    "arm",
+    "cortex-m4",
+    "cortex-m33",
+    "spirv",
+    "msl",
+    "glsl",
+    "wgsl",
+];
+
+/// The target called `name` and its extra runtime files.
+pub fn find(name: &str) -> anyhow::Result<(Target, Files)> {
+    if let Some((_, toml_text, files)) = BUILTIN.iter().find(|(n, _, _)| *n == name) {
+        let t: Target = toml::from_str(toml_text)
+            .with_context(|| format!("built-in target '{name}' description"))?;
+        return Ok((t, files));
+    }
+    if ALL_NAMES.contains(&name) {
+        anyhow::bail!("--target {name}: not built yet (available: host, arm)");
+    }
+    anyhow::bail!(
+        "--target {name}: unknown target (one of {})",
+        ALL_NAMES.join(", ")
+    )
+}
+
+/// Whether a command is on the PATH (or is a path to a file).
+pub fn have_tool(cmd: &str) -> bool {
+    if cmd.contains('/') {
+        return std::path::Path::new(cmd).is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+}
+
+impl Target {
+    /// Tools this target needs that are missing here.
+    pub fn missing_tools(&self) -> Vec<String> {
+        std::iter::once(&self.cc)
+            .chain(self.runner.first())
+            .filter(|c| !have_tool(c))
+            .cloned()
+            .collect()
+    }
+}

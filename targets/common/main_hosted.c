@@ -1,0 +1,85 @@
+/* cardc harness for hosted targets (Linux, native or QEMU user mode).
+ *
+ *   ./model FILE...
+ *
+ * Each FILE holds one or more raw images (CARDC_INPUT_BYTES each, uint8,
+ * CHW, as the dataset stores them; normalization is inside the model).
+ * For every image one line of CARDC_CLASSES logits is printed; a last line
+ * "# median_ms X" gives the median single-image latency of cardc_infer.
+ * A file whose size is not a positive multiple of the image size is
+ * rejected (exit status 2). */
+#define _POSIX_C_SOURCE 199309L
+#include <stdio.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "model.h"
+
+#define MAX_TIMED 4096
+
+static uint8_t image[CARDC_INPUT_BYTES];
+static float logits[CARDC_CLASSES];
+static double times_ms[MAX_TIMED];
+
+static double now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+static void sort(double *v, size_t n) {
+  size_t i, j;
+  for (i = 1; i < n; i++) {
+    double x = v[i];
+    for (j = i; j > 0 && v[j - 1] > x; j--) v[j] = v[j - 1];
+    v[j] = x;
+  }
+}
+
+int main(int argc, char **argv) {
+  size_t timed = 0;
+  int f;
+  if (argc < 2) {
+    fprintf(stderr, "usage: %s IMAGES.bin... (%d bytes per image)\n", argv[0], CARDC_INPUT_BYTES);
+    return 2;
+  }
+  for (f = 1; f < argc; f++) {
+    FILE *fp = fopen(argv[f], "rb");
+    size_t images = 0;
+    if (!fp) {
+      fprintf(stderr, "%s: cannot open\n", argv[f]);
+      return 2;
+    }
+    for (;;) {
+      size_t got = fread(image, 1, sizeof image, fp);
+      double t0, t1;
+      int k;
+      if (got == 0) break;
+      if (got != sizeof image) {
+        fprintf(stderr, "%s: size is not a multiple of %d bytes (one image)\n", argv[f],
+                CARDC_INPUT_BYTES);
+        fclose(fp);
+        return 2;
+      }
+      t0 = now_ms();
+      if (cardc_infer(image, logits) != 0) {
+        fprintf(stderr, "%s: inference failed\n", argv[f]);
+        fclose(fp);
+        return 1;
+      }
+      t1 = now_ms();
+      if (timed < MAX_TIMED) times_ms[timed++] = t1 - t0;
+      for (k = 0; k < CARDC_CLASSES; k++) printf(k ? " %.9g" : "%.9g", (double)logits[k]);
+      printf("\n");
+      images++;
+    }
+    fclose(fp);
+    if (images == 0) {
+      fprintf(stderr, "%s: empty (expected images of %d bytes)\n", argv[f], CARDC_INPUT_BYTES);
+      return 2;
+    }
+  }
+  sort(times_ms, timed);
+  printf("# median_ms %.6f\n", timed ? times_ms[timed / 2] : 0.0);
+  return 0;
+}

@@ -1,0 +1,488 @@
+//! The compiler end to end: small random nets in every weight format,
+//! built with the host C compiler under AddressSanitizer and UBSan, run,
+//! and compared with the reference forward pass; the memory planner's
+//! bound on a residual net; budgets; the arm target under QEMU; and the
+//! `compile`/`run` commands through the real binary.
+
+use cardc::card::Card;
+use cardc::compile::{self, Format, FormatChoice, artifact};
+use cardc::data::{Dataset, Normalization};
+use cardc::ir::{BatchNorm, Conv2d, Graph, Linear, Node, Op, ParamKind, Pool};
+use cardc::model::{Model, WeightState};
+use cardc::rng::Rng;
+use std::path::Path;
+use std::process::Command;
+
+const SANITIZE: &[&str] = &[
+    "-O1",
+    "-g",
+    "-fsanitize=address,undefined",
+    "-fno-sanitize-recover=all",
+    "-fno-omit-frame-pointer",
+];
+
+fn node(name: &str, op: Op, inputs: &[usize]) -> Node {
+    Node {
+        name: name.into(),
+        op,
+        inputs: inputs.to_vec(),
+    }
+}
+
+fn conv(ic: usize, oc: usize, k: usize, s: usize, p: usize, bias: bool) -> Op {
+    Op::Conv2d(Conv2d {
+        in_channels: ic,
+        out_channels: oc,
+        kernel: (k, k),
+        stride: (s, s),
+        padding: (p, p),
+        groups: 1,
+        bias,
+    })
+}
+
+fn bn(c: usize, affine: bool) -> Op {
+    Op::BatchNorm(BatchNorm {
+        channels: c,
+        affine,
+        eps: 1e-5,
+        momentum: 0.1,
+    })
+}
+
+/// Every operator: conv (padded, strided, 1×1 shortcut, with and without
+/// bias), folded and standalone BatchNorm (affine and not), ReLU/ReLU6
+/// fused and standalone, residual Add, max/avg pooling with padding,
+/// Flatten, Linear. 40 channels: not a multiple of 32.
+fn every_op_graph() -> Graph {
+    let nodes = vec![
+        node(
+            "input",
+            Op::Input {
+                channels: 3,
+                height: 9,
+                width: 9,
+            },
+            &[],
+        ),
+        node("conv1", conv(3, 40, 3, 1, 1, true), &[0]),
+        node("bn1", bn(40, true), &[1]),
+        node("relu1", Op::Relu6, &[2]),
+        node("conv2", conv(40, 40, 3, 2, 1, false), &[3]),
+        node("bn2", bn(40, false), &[4]),
+        node("short", conv(40, 40, 1, 2, 0, false), &[3]),
+        node("add", Op::Add, &[5, 6]),
+        node("relu2", Op::Relu, &[7]),
+        node(
+            "maxpool",
+            Op::MaxPool(Pool {
+                kernel: (3, 3),
+                stride: (2, 2),
+                padding: (1, 1),
+            }),
+            &[8],
+        ),
+        node("bn3", bn(40, true), &[9]),
+        node("relu3", Op::Relu, &[9]),
+        node("add2", Op::Add, &[10, 11]),
+        node(
+            "avgpool",
+            Op::AvgPool(Pool {
+                kernel: (3, 3),
+                stride: (1, 1),
+                padding: (1, 1),
+            }),
+            &[12],
+        ),
+        node("flatten", Op::Flatten, &[13]),
+        node(
+            "fc1",
+            Op::Linear(Linear {
+                in_features: 40 * 9,
+                out_features: 33,
+                bias: true,
+            }),
+            &[14],
+        ),
+        node("fc1_relu", Op::Relu, &[15]),
+        node(
+            "classifier",
+            Op::Linear(Linear {
+                in_features: 33,
+                out_features: 5,
+                bias: true,
+            }),
+            &[16],
+        ),
+    ];
+    let g = Graph {
+        name: "every-op".into(),
+        nodes,
+    };
+    g.shapes().expect("valid test graph");
+    g
+}
+
+/// A model with random BN statistics and weights in `state`: "dense",
+/// "masked" (≈75% zeros, one row fully masked, one row fully kept) or
+/// "binary" (≈70% kept, one row fully masked).
+fn model_for(graph: Graph, state: &str, seed: u64) -> Model {
+    let mut m = Model::init(graph, seed).unwrap();
+    let mut r = Rng::new(seed + 1);
+    for ts in &mut m.params {
+        for t in ts.iter_mut() {
+            match t.kind {
+                ParamKind::RunningMean | ParamKind::Beta => {
+                    t.data.iter_mut().for_each(|v| *v = r.range(-0.5, 0.5))
+                }
+                ParamKind::RunningVar | ParamKind::Gamma => {
+                    t.data.iter_mut().for_each(|v| *v = r.range(0.5, 1.5))
+                }
+                _ => {}
+            }
+        }
+    }
+    for (i, k) in m.prunable() {
+        let t = &mut m.params[i][k];
+        let rows = t.shape[0];
+        let cols = t.data.len() / rows;
+        let keep_p = if state == "binary" { 0.7 } else { 0.2 };
+        let mask: Vec<bool> = (0..t.data.len())
+            .map(|j| match j / cols {
+                0 => false,
+                1 => true,
+                _ => r.uniform() < keep_p,
+            })
+            .collect();
+        t.state = match state {
+            "masked" => WeightState::Masked { mask },
+            "binary" => WeightState::Binary {
+                mask,
+                alpha: r.range(0.05, 0.3),
+            },
+            _ => WeightState::Dense,
+        };
+        t.apply_mask();
+    }
+    m
+}
+
+fn card_of(model: Model) -> Card {
+    let [c, _, _] = model.graph.input_shape();
+    let classes = model.graph.classes();
+    let norm = Normalization {
+        mean: (0..c).map(|i| 0.4 + 0.05 * i as f32).collect(),
+        std: (0..c).map(|i| 0.2 + 0.03 * i as f32).collect(),
+    };
+    Card::new(model, norm, (0..classes).map(|i| format!("c{i}")).collect())
+}
+
+fn random_images(card: &Card, n: usize, seed: u64) -> Dataset {
+    let [c, h, w] = card.model.graph.input_shape();
+    let mut r = Rng::new(seed);
+    let classes = card.model.graph.classes();
+    Dataset {
+        images: (0..n * c * h * w).map(|_| r.below(256) as u8).collect(),
+        labels: (0..n).map(|_| r.below(classes) as u32).collect(),
+        channels: c,
+        height: h,
+        width: w,
+        class_names: card.class_names.clone(),
+        source: "random test images".into(),
+    }
+}
+
+fn opts(target: &str, format: FormatChoice) -> compile::Options {
+    compile::Options {
+        target: target.into(),
+        format,
+        max_flash: None,
+        max_ram: None,
+    }
+}
+
+/// Compiles, builds with `cflags`, runs on `ds`; returns (max abs error
+/// relative to the largest reference logit, argmax agreement).
+fn compare(
+    card: &Card,
+    dir: &Path,
+    o: &compile::Options,
+    ds: &Dataset,
+    cflags: &[&str],
+) -> (f64, f64) {
+    let report = compile::compile(card, o, dir).unwrap();
+    assert!(report.arena_bytes >= report.arena_lower_bound_bytes);
+    let flags: Vec<String> = cflags.iter().map(|s| s.to_string()).collect();
+    artifact::build(dir, &flags).unwrap();
+    let (logits, _) = artifact::execute(dir, &ds.images).unwrap();
+    let reference = artifact::reference_logits(card, ds).unwrap();
+    assert_eq!(logits.len(), reference.len());
+    let scale = reference.iter().fold(0f32, |a, v| a.max(v.abs())).max(1e-3);
+    let err = logits
+        .iter()
+        .zip(&reference)
+        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+    let k = report.classes;
+    let argmax = |r: &[f32]| {
+        (0..r.len())
+            .max_by(|&a, &b| r[a].total_cmp(&r[b]))
+            .unwrap_or(0)
+    };
+    let agree = logits
+        .chunks(k)
+        .zip(reference.chunks(k))
+        .filter(|(a, b)| argmax(a) == argmax(b))
+        .count();
+    ((err / scale) as f64, agree as f64 / ds.len() as f64)
+}
+
+/// Bound on the relative logit error of each format.
+fn tolerance(f: Format) -> f64 {
+    match f {
+        Format::F16 => 2e-2,
+        Format::Int8 => 6e-2,
+        _ => 1e-4,
+    }
+}
+
+#[test]
+fn every_format_and_operator_matches_the_reference_under_sanitizers() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (state, seed) in [("dense", 1), ("masked", 2), ("binary", 3)] {
+        let card = card_of(model_for(every_op_graph(), state, seed));
+        let ds = random_images(&card, 3, seed);
+        for f in Format::ALL {
+            // Binary packing needs binary weights; other layers fall back.
+            let dir = tmp.path().join(format!("{state}-{}", f.name()));
+            let (err, _) = compare(
+                &card,
+                &dir,
+                &opts("host", FormatChoice::Force(f)),
+                &ds,
+                SANITIZE,
+            );
+            let tol = if f == Format::Binary && state != "binary" {
+                tolerance(Format::F32)
+            } else {
+                tolerance(f)
+            };
+            assert!(err <= tol, "{state} as {}: relative error {err}", f.name());
+            let report: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap())
+                    .unwrap();
+            let formats: Vec<&str> = report["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["format"].as_str().unwrap())
+                .collect();
+            if f != Format::Binary || state == "binary" {
+                assert!(formats.iter().all(|&x| x == f.name()), "{formats:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn auto_picks_binary_and_sparse_from_the_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (state, want) in [("dense", "f32"), ("masked", "sparse"), ("binary", "binary")] {
+        let card = card_of(model_for(every_op_graph(), state, 7));
+        let r = compile::compile(&card, &opts("host", FormatChoice::Auto), tmp.path()).unwrap();
+        assert!(
+            r.layers.iter().all(|l| l.format == want),
+            "{state}: {:?}",
+            r.layers
+        );
+    }
+}
+
+fn resnet_card(state: &str) -> Card {
+    let g = cardc::ir::models::build(
+        "resnet20",
+        &cardc::ir::models::BuildOptions {
+            width_mult: 0.25,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    card_of(model_for(g, state, 11))
+}
+
+#[test]
+fn residual_net_plan_reaches_the_bound_and_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let card = resnet_card("binary");
+    let ds = random_images(&card, 2, 5);
+    let (err, agree) = compare(
+        &card,
+        tmp.path(),
+        &opts("host", FormatChoice::Auto),
+        &ds,
+        SANITIZE,
+    );
+    assert!(err <= 1e-4, "relative error {err}");
+    assert_eq!(agree, 1.0);
+    let r: compile::Report =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("report.json")).unwrap())
+            .unwrap();
+    // A residual block keeps its input live across two convolutions: the
+    // bound is three 16x32x32... tensors (with the fused BN/ReLU) and the
+    // planner reaches it.
+    assert_eq!(r.arena_bytes, r.arena_lower_bound_bytes);
+    let full = 4 * 4 * 32 * 32;
+    assert_eq!(r.arena_lower_bound_bytes, 3 * full);
+    assert!(r.layers.iter().all(|l| l.format == "binary"));
+}
+
+#[test]
+fn harness_rejects_wrong_sized_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let card = card_of(model_for(every_op_graph(), "dense", 4));
+    compile::compile(&card, &opts("host", FormatChoice::Auto), tmp.path()).unwrap();
+    artifact::build(tmp.path(), &[]).unwrap();
+    let bad = tmp.path().join("bad.bin");
+    std::fs::write(&bad, vec![0u8; 3 * 9 * 9 + 1]).unwrap();
+    let o = Command::new(tmp.path().join("model"))
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a multiple"));
+    std::fs::write(&bad, b"").unwrap();
+    let o = Command::new(tmp.path().join("model"))
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn flash_budget_quantizes_or_fails_with_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let card = card_of(model_for(every_op_graph(), "dense", 6));
+    let full = compile::compile(&card, &opts("host", FormatChoice::Auto), tmp.path()).unwrap();
+    let mut o = opts("host", FormatChoice::Auto);
+    o.max_flash = Some(full.flash_bytes / 2);
+    let r = compile::compile(&card, &o, tmp.path()).unwrap();
+    assert!(r.flash_bytes <= full.flash_bytes / 2);
+    assert!(r.layers.iter().any(|l| l.format == "int8"));
+    o.max_flash = Some(100);
+    let e = compile::compile(&card, &o, tmp.path())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--max-flash 100") && e.contains("bytes"), "{e}");
+    let mut o = opts("host", FormatChoice::Auto);
+    o.max_ram = Some(1000);
+    let e = compile::compile(&card, &o, tmp.path())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--max-ram 1000"), "{e}");
+}
+
+#[test]
+fn arm_target_agrees_under_qemu() {
+    let (t, _) = compile::target::find("arm").unwrap();
+    let missing = t.missing_tools();
+    if !missing.is_empty() {
+        eprintln!("SKIPPED arm under QEMU: missing {missing:?} (test.sh installs them)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for (state, f) in [
+        ("dense", Format::F32),
+        ("masked", Format::Sparse),
+        ("binary", Format::Binary),
+    ] {
+        let card = card_of(model_for(every_op_graph(), state, 8));
+        let ds = random_images(&card, 3, 8);
+        let dir = tmp.path().join(state);
+        let (err, agree) = compare(&card, &dir, &opts("arm", FormatChoice::Force(f)), &ds, &[]);
+        assert!(err <= 1e-4, "{state}: relative error {err}");
+        assert_eq!(agree, 1.0);
+    }
+}
+
+#[test]
+fn compile_and_run_commands_report_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = cardc::ir::models::build(
+        "conv4",
+        &cardc::ir::models::BuildOptions {
+            width_mult: 0.125,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let card = card_of(model_for(g, "masked", 12));
+    let card_path = tmp.path().join("m.card");
+    card.save(&card_path).unwrap();
+    let out = tmp.path().join("art");
+    let bin = env!("CARGO_BIN_EXE_cardc");
+    let o = Command::new(bin)
+        .args([
+            "compile",
+            "--model",
+            card_path.to_str().unwrap(),
+            "--target",
+            "host",
+        ])
+        .args(["--out", out.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for k in [
+        "flash_bytes",
+        "arena_bytes",
+        "arena_lower_bound_bytes",
+        "macs",
+    ] {
+        assert!(v[k].as_u64().unwrap() > 0, "{k}");
+    }
+    assert_eq!(v["layers"][0]["format"], "sparse");
+    let o = Command::new(bin)
+        .args([
+            "run",
+            out.to_str().unwrap(),
+            "--data",
+            "synthetic:50",
+            "--limit",
+            "6",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["argmax_agreement"], 1.0);
+    assert!(v["max_abs_logit_error"].as_f64().unwrap() < 1e-3);
+    assert!(v["latency_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(v["target"], "host");
+    assert!(v["accuracy"].as_f64().unwrap() <= 1.0);
+    // Bad inputs: one-line errors.
+    let o = Command::new(bin)
+        .args([
+            "run",
+            tmp.path().to_str().unwrap(),
+            "--data",
+            "synthetic:50",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a compiled artifact"));
+    let o = Command::new(bin)
+        .args([
+            "compile",
+            "--model",
+            card_path.to_str().unwrap(),
+            "--target",
+            "riscv",
+        ])
+        .args(["--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown target"));
+}
