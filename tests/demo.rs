@@ -21,7 +21,15 @@ fn quick_demo_runs_every_built_stage() {
             .map(|s| s["status"].as_str().unwrap_or("").to_string())
             .unwrap_or_default()
     };
-    for s in ["data", "train", "eval", "info", "prune"] {
+    for s in [
+        "data",
+        "train",
+        "eval",
+        "info",
+        "prune",
+        "corruptions",
+        "compile+run host",
+    ] {
         assert_eq!(status(s), "ok", "stage {s}: {v}");
     }
     // 10 classes: chance is 0.1; the quick demo's net clearly learns.
