@@ -318,6 +318,36 @@ pub fn attack_batch(
     }
 }
 
+/// [`attack_batch`] on a normalized batch (`[B, C, H, W]`, as the loader
+/// makes them): denormalizes to pixels, attacks, normalizes back. Used by
+/// adversarial training.
+pub fn attack_normalized(
+    model: &Model,
+    norm: &Normalization,
+    images: &crate::tensor::Tensor,
+    labels: &[u32],
+    spec: &AttackSpec,
+    rng: &mut Rng,
+) -> anyhow::Result<crate::tensor::Tensor> {
+    let c = norm.channels();
+    let shape = images.shape.clone();
+    let plane = shape.iter().skip(2).product::<usize>().max(1);
+    let mut px = images.data.clone();
+    for img in px.chunks_exact_mut(c * plane) {
+        for ((ch, m), s) in img.chunks_exact_mut(plane).zip(&norm.mean).zip(&norm.std) {
+            ch.iter_mut()
+                .for_each(|v| *v = (*v * s + m).clamp(0.0, 1.0));
+        }
+    }
+    let mut adv = attack_batch(model, norm, &px, labels, spec, rng)?;
+    for img in adv.chunks_exact_mut(c * plane) {
+        for ((ch, m), s) in img.chunks_exact_mut(plane).zip(&norm.mean).zip(&norm.std) {
+            ch.iter_mut().for_each(|v| *v = (*v - m) / s);
+        }
+    }
+    Ok(crate::tensor::Tensor::from_vec(&shape, adv))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,34 +406,4 @@ mod tests {
         project_l2(&mut adv, &clean, 0.25, 4);
         assert!((adv[0] - 0.75).abs() < 1e-6, "{adv:?}");
     }
-}
-
-/// [`attack_batch`] on a normalized batch (`[B, C, H, W]`, as the loader
-/// makes them): denormalizes to pixels, attacks, normalizes back. Used by
-/// adversarial training.
-pub fn attack_normalized(
-    model: &Model,
-    norm: &Normalization,
-    images: &crate::tensor::Tensor,
-    labels: &[u32],
-    spec: &AttackSpec,
-    rng: &mut Rng,
-) -> anyhow::Result<crate::tensor::Tensor> {
-    let c = norm.channels();
-    let shape = images.shape.clone();
-    let plane = shape.iter().skip(2).product::<usize>().max(1);
-    let mut px = images.data.clone();
-    for img in px.chunks_exact_mut(c * plane) {
-        for ((ch, m), s) in img.chunks_exact_mut(plane).zip(&norm.mean).zip(&norm.std) {
-            ch.iter_mut()
-                .for_each(|v| *v = (*v * s + m).clamp(0.0, 1.0));
-        }
-    }
-    let mut adv = attack_batch(model, norm, &px, labels, spec, rng)?;
-    for img in adv.chunks_exact_mut(c * plane) {
-        for ((ch, m), s) in img.chunks_exact_mut(plane).zip(&norm.mean).zip(&norm.std) {
-            ch.iter_mut().for_each(|v| *v = (*v - m) / s);
-        }
-    }
-    Ok(crate::tensor::Tensor::from_vec(&shape, adv))
 }
