@@ -96,19 +96,19 @@ mod tests {
     fn schedule_is_cubic_monotone_and_ends_at_target() {
         let s = GmpSchedule::over(1000, 0.0, 0.9, 0.1, 0.75, 50);
         assert_eq!(s.start, 100);
-        assert_eq!(s.end, 700);
+        assert_eq!(s.end, 750);
         assert_eq!(s.sparsity_at(0), 0.0);
-        assert_eq!(s.sparsity_at(700), 0.9);
+        assert_eq!(s.sparsity_at(750), 0.9);
         assert_eq!(s.sparsity_at(999), 0.9);
         let mut last = -1.0;
-        for t in (100..=700).step_by(50) {
+        for t in (100..=750).step_by(50) {
             assert!(s.prunes_at(t));
             let v = s.sparsity_at(t);
             assert!(v > last);
             last = v;
         }
-        assert!(!s.prunes_at(125) && !s.prunes_at(750));
-        // Halfway, the cubic has removed 7/8 of the way.
-        assert!((s.sparsity_at(400) - 0.9 * 0.875).abs() < 1e-9);
+        assert!(!s.prunes_at(125) && !s.prunes_at(800));
+        // Halfway, the cubic has covered 7/8 of the way.
+        assert!((s.sparsity_at(425) - 0.9 * 0.875).abs() < 1e-9);
     }
 }
