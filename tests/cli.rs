@@ -196,8 +196,6 @@ fn commands_not_built_yet_say_so() {
         "deck",    //
         "compile", //
         "run",     //
-        "export",  //
-        "import",  //
         "report",  //
     ];
     for cmd in pending {
