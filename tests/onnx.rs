@@ -101,7 +101,12 @@ fn tract_logits(path: &Path, x: &Tensor) -> Vec<f32> {
     let input = tract_onnx::prelude::Tensor::from_shape(&x.shape, &x.data).unwrap();
     let out = model.run(tvec!(input.into_tvalue())).unwrap();
     assert_eq!(out[0].shape(), &[x.shape[0], out[0].shape()[1]]);
-    out[0].as_slice::<f32>().unwrap().to_vec()
+    out[0]
+        .to_plain_array_view::<f32>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect()
 }
 
 fn count_ops(path: &Path, op: &str) -> usize {
@@ -254,7 +259,8 @@ fn all_ops_graph() -> Graph {
         &mut g,
         "fc",
         Op::Linear(Linear {
-            in_features: 16,
+            // 8 channels of 2x2 after 12x10 -> 6x5 -> 3x3 -> 2x2.
+            in_features: 32,
             out_features: 6,
             bias: false,
         }),
