@@ -1,4 +1,16 @@
-//! ONNX export and import through `tract-onnx` (issue: ONNX). Not built yet.
+//! ONNX export and import, with the ONNX message types of `tract-onnx`
+//! (prost): [`export`] writes a card's dense-equivalent graph, [`import`]
+//! maps the supported operators of any ONNX file onto the IR, [`meta`]
+//! carries normalization, class names and provenance in `metadata_props`,
+//! [`tensors`] reads constants and attributes from untrusted files.
+
+pub mod export;
+pub mod import;
+pub mod meta;
+pub mod tensors;
+
+pub use export::{ExportOptions, ExportSummary, export_file, export_model};
+pub use import::{Imported, import_path, import_proto};
 
 use crate::card::Card;
 use std::path::Path;
@@ -14,10 +26,12 @@ pub struct ImportOptions {
     pub classes: Option<Vec<String>>,
 }
 
-/// Reads an ONNX file as a card (dense weights).
-pub fn import_file(path: &Path, _opts: &ImportOptions) -> anyhow::Result<Card> {
-    anyhow::bail!(
-        "{}: ONNX import is not built yet (it arrives with ONNX import/export)",
-        path.display()
-    )
+/// Reads an ONNX file as a card (dense weights). Notes about defaults that
+/// were used (no normalization in the file, ...) go to stderr.
+pub fn import_file(path: &Path, opts: &ImportOptions) -> anyhow::Result<Card> {
+    let imported = import_path(path, opts)?;
+    for note in &imported.notes {
+        eprintln!("note: {}: {note}", path.display());
+    }
+    Ok(imported.card)
 }
