@@ -29,6 +29,7 @@ fn quick_demo_runs_every_built_stage() {
         "prune",
         "corruptions",
         "compile+run host",
+        "export onnx",
     ] {
         assert_eq!(status(s), "ok", "stage {s}: {v}");
     }

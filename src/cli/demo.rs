@@ -245,7 +245,31 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
             seconds: t.elapsed().as_secs_f64(),
         });
     }
-    stages.push(pending("export onnx", "the ONNX milestone"));
+    // 7. ONNX out and back in: the re-imported card gives the same logits.
+    let t = Instant::now();
+    let onnx_path = a.out.join("lrr80.onnx");
+    crate::onnx::export_file(&sparse, &onnx_path, &Default::default())?;
+    let back = crate::onnx::import_file(&onnx_path, &Default::default())?;
+    let probe = test_ds.limit(32);
+    let (l1, l2) = (
+        crate::compile::artifact::reference_logits(&sparse, &probe)?,
+        crate::compile::artifact::reference_logits(&back, &probe)?,
+    );
+    let err = l1
+        .iter()
+        .zip(&l2)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    stages.push(Stage {
+        stage: "export onnx",
+        status: "ok",
+        result: format!(
+            "{} ({} bytes); re-imported max logit difference {err:.1e}",
+            onnx_path.display(),
+            std::fs::metadata(&onnx_path).map_or(0, |m| m.len())
+        ),
+        seconds: t.elapsed().as_secs_f64(),
+    });
 
     let total = t_all.elapsed().as_secs_f64();
     eprintln!(
