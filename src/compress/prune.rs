@@ -294,7 +294,6 @@ fn rewind(model: &mut Model, snap: &[Vec<Vec<f32>>]) {
 pub fn run(cfg: &PruneConfig) -> anyhow::Result<TrainReport> {
     cfg.check()?;
     let mut tcfg = cfg.train.clone();
-    tcfg.lr = cfg.train.lr;
     let source = match &cfg.from {
         Some(path) => {
             let card = Card::load(path)?;
@@ -667,7 +666,7 @@ pub fn run(cfg: &PruneConfig) -> anyhow::Result<TrainReport> {
     let history = model.history.clone();
     let model = model.into_final_model(quiet);
     check_exact(&model, &targets, cfg)?;
-    let finished = finish(
+    let mut finished = finish(
         &mut env,
         model,
         &history,
@@ -675,7 +674,6 @@ pub fn run(cfg: &PruneConfig) -> anyhow::Result<TrainReport> {
         cfg.sparsity,
         notes,
     )?;
-    let mut finished = finished;
     if let Some((p, _)) = &source {
         finished
             .card

@@ -118,6 +118,28 @@ impl Normalization {
         }
     }
 
+    /// Normalizes [0, 1] pixels in place: `x` holds CHW images back to
+    /// back with `plane` = H·W values per channel.
+    pub fn normalize_pixels(&self, x: &mut [f32], plane: usize) {
+        let c = self.channels();
+        for img in x.chunks_exact_mut(c * plane) {
+            for ((ch, m), s) in img.chunks_exact_mut(plane).zip(&self.mean).zip(&self.std) {
+                ch.iter_mut().for_each(|v| *v = (*v - m) / s);
+            }
+        }
+    }
+
+    /// The inverse of [`Normalization::normalize_pixels`], clipped to [0, 1].
+    pub fn denormalize_pixels(&self, x: &mut [f32], plane: usize) {
+        let c = self.channels();
+        for img in x.chunks_exact_mut(c * plane) {
+            for ((ch, m), s) in img.chunks_exact_mut(plane).zip(&self.mean).zip(&self.std) {
+                ch.iter_mut()
+                    .for_each(|v| *v = (*v * s + m).clamp(0.0, 1.0));
+            }
+        }
+    }
+
     /// Normalizes one CHW image.
     pub fn apply(&self, image: &[u8]) -> Vec<f32> {
         let mut out = vec![0.0; image.len()];

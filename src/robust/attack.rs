@@ -192,11 +192,7 @@ pub fn pixel_gradient(
         norm.channels()
     );
     let mut x = pixels.to_vec();
-    for img in x.chunks_exact_mut(c * plane) {
-        for ((ch, m), s) in img.chunks_exact_mut(plane).zip(&norm.mean).zip(&norm.std) {
-            ch.iter_mut().for_each(|v| *v = (*v - m) / s);
-        }
-    }
+    norm.normalize_pixels(&mut x, plane);
     let out = cpu::input_gradient(model, &Tensor::from_vec(&[b, c, h, w], x), labels)?;
     let mut g = out.input_grad.data;
     for img in g.chunks_exact_mut(c * plane) {
@@ -329,22 +325,12 @@ pub fn attack_normalized(
     spec: &AttackSpec,
     rng: &mut Rng,
 ) -> anyhow::Result<crate::tensor::Tensor> {
-    let c = norm.channels();
     let shape = images.shape.clone();
     let plane = shape.iter().skip(2).product::<usize>().max(1);
     let mut px = images.data.clone();
-    for img in px.chunks_exact_mut(c * plane) {
-        for ((ch, m), s) in img.chunks_exact_mut(plane).zip(&norm.mean).zip(&norm.std) {
-            ch.iter_mut()
-                .for_each(|v| *v = (*v * s + m).clamp(0.0, 1.0));
-        }
-    }
+    norm.denormalize_pixels(&mut px, plane);
     let mut adv = attack_batch(model, norm, &px, labels, spec, rng)?;
-    for img in adv.chunks_exact_mut(c * plane) {
-        for ((ch, m), s) in img.chunks_exact_mut(plane).zip(&norm.mean).zip(&norm.std) {
-            ch.iter_mut().for_each(|v| *v = (*v - m) / s);
-        }
-    }
+    norm.normalize_pixels(&mut adv, plane);
     Ok(crate::tensor::Tensor::from_vec(&shape, adv))
 }
 

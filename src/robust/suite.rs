@@ -180,16 +180,6 @@ fn pixels(ds: &Dataset, idx: std::ops::Range<usize>) -> Vec<f32> {
         .collect()
 }
 
-/// Normalizes [0, 1] pixels in place per channel.
-fn normalize(x: &mut [f32], norm: &Normalization, plane: usize) {
-    let c = norm.channels();
-    for img in x.chunks_exact_mut(c * plane) {
-        for ((ch, m), s) in img.chunks_exact_mut(plane).zip(&norm.mean).zip(&norm.std) {
-            ch.iter_mut().for_each(|v| *v = (*v - m) / s);
-        }
-    }
-}
-
 /// Accuracy of `card` on `clean` under `spec`, batch by batch; random
 /// starts draw from one generator per batch derived from `seed`, the spec
 /// and the batch index (reproducible, independent of thread count).
@@ -211,7 +201,7 @@ pub fn attack_accuracy(
         let x = pixels(clean, start..end);
         let mut rng = Rng::derive(seed, &format!("attack/{spec}/{k}"));
         let mut adv = attack_batch(model, normalization, &x, labels, spec, &mut rng)?;
-        normalize(&mut adv, normalization, plane);
+        normalization.normalize_pixels(&mut adv, plane);
         let t = Tensor::from_vec(&[end - start, c, clean.height, clean.width], adv);
         let logits = backend.infer(model, &t)?;
         hits += logits

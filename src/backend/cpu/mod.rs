@@ -67,6 +67,23 @@ fn check_images(model: &Model, images: &Tensor) -> anyhow::Result<usize> {
     }
 }
 
+/// Checks one label per image, each below the class count; returns the
+/// class count.
+fn check_labels(p: &Prepared, labels: &[u32], b: usize) -> anyhow::Result<usize> {
+    if labels.len() != b {
+        bail!("{} labels for a batch of {b} images", labels.len());
+    }
+    let k = p
+        .shapes
+        .last()
+        .and_then(|s| s.first().copied())
+        .unwrap_or(0);
+    if let Some((i, &l)) = labels.iter().enumerate().find(|(_, l)| **l as usize >= k) {
+        bail!("label {l} of sample {i} is out of range for {k} classes");
+    }
+    Ok(k)
+}
+
 /// Eval-mode forward (BatchNorm uses running statistics). `images` is
 /// `[B, C, H, W]`; returns logits `[B, K]`.
 pub fn infer(model: &Model, images: &Tensor) -> anyhow::Result<Tensor> {
@@ -88,20 +105,10 @@ pub fn forward_backward(
     want_input_grad: bool,
 ) -> anyhow::Result<TrainOutput> {
     let b = check_images(model, images)?;
-    if labels.len() != b {
-        bail!("{} labels for a batch of {b} images", labels.len());
-    }
     let [c, h, w] = model.graph.input_shape();
     let (loss, logits, grads, input_grad, updates) = {
         let p = Prepared::new(model, b)?;
-        let k = p
-            .shapes
-            .last()
-            .and_then(|s| s.first().copied())
-            .unwrap_or(0);
-        if let Some((i, &l)) = labels.iter().enumerate().find(|(_, l)| **l as usize >= k) {
-            bail!("label {l} of sample {i} is out of range for {k} classes");
-        }
+        let k = check_labels(&p, labels, b)?;
         let x = layout::transpose_each(&images.data, b, c, h * w);
         let (logits, tape) = p.forward(x, true)?;
         let updates = tape.bn_updates();
@@ -154,19 +161,9 @@ pub fn input_gradient(
     labels: &[u32],
 ) -> anyhow::Result<InputGradient> {
     let b = check_images(model, images)?;
-    if labels.len() != b {
-        bail!("{} labels for a batch of {b} images", labels.len());
-    }
     let [c, h, w] = model.graph.input_shape();
     let p = Prepared::new(model, b)?;
-    let k = p
-        .shapes
-        .last()
-        .and_then(|s| s.first().copied())
-        .unwrap_or(0);
-    if let Some((i, &l)) = labels.iter().enumerate().find(|(_, l)| **l as usize >= k) {
-        bail!("label {l} of sample {i} is out of range for {k} classes");
-    }
+    let k = check_labels(&p, labels, b)?;
     let x = layout::transpose_each(&images.data, b, c, h * w);
     let (logits, tape) = p.forward_mode(x, exec::Mode::EvalGrad)?;
     let (loss, dlogits) = loss::softmax_xent(&logits, k, labels);
