@@ -3,26 +3,12 @@
 //! stores two values per layer, masks stay put, a killed LTH run resumes to
 //! the same card, and bad flags fail with one line.
 
+use crate::common::{cardc, json};
+
 use cardc::card::{Card, StoredModel, StoredTensor};
 use cardc::model::WeightState;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn cardc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cardc"))
-        .args(args)
-        .output()
-        .expect("runs cardc")
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    assert!(
-        o.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).expect("stdout is JSON")
-}
 
 /// A small plain net that learns the synthetic task in a few epochs.
 const TINY: &str = "name = \"tiny\"\nfamily = \"plain\"\nlayers = [\"c16\", \"c16\", \"M\", \"c32\", \"M\", \"c32\", \"M\"]\nfc = [64]\n";

@@ -4,13 +4,14 @@
 //! `info` numbers of quantized, masked and binary layers, and the
 //! `cardc quantize` command end to end on a briefly trained net.
 
+use crate::common::cardc_json;
+
 use cardc::card::{Card, summary};
 use cardc::compress::quantize::{Format, ScaleRule, quantize, stored_bytes};
 use cardc::data::{Augment, DataSpec, Normalization, Split, load, make_batch};
 use cardc::ir::models::{BuildOptions, build};
 use cardc::model::{Model, Precision, WeightState};
 use cardc::rng::Rng;
-use std::process::Command;
 
 fn small(arch: &str, seed: u64) -> Model {
     let opts = BuildOptions {
@@ -271,26 +272,13 @@ fn version_1_cards_still_load_but_version_1_checkpoints_are_refused() {
     );
 }
 
-fn cardc(args: &[&str]) -> serde_json::Value {
-    let o = Command::new(env!("CARGO_BIN_EXE_cardc"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 #[test]
 fn quantize_command_keeps_accuracy_and_shrinks_the_card() {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
     let (dense, q8, q16) = (p("m.card"), p("q8.card"), p("q16.card"));
     let data = "synthetic:600";
-    cardc(&[
+    cardc_json(&[
         "train",
         "--arch",
         "resnet20",
@@ -310,7 +298,7 @@ fn quantize_command_keeps_accuracy_and_shrinks_the_card() {
         &dense,
         "--json",
     ]);
-    let r8 = cardc(&[
+    let r8 = cardc_json(&[
         "quantize", "--model", &dense, "--format", "int8", "--data", data, "--calib", "32",
         "--out", &q8, "--json",
     ]);
@@ -322,14 +310,14 @@ fn quantize_command_keeps_accuracy_and_shrinks_the_card() {
     assert!(a1 >= a0 - 0.03, "int8 lost too much: {a0} -> {a1}");
     let ratio = r8["bytes"].as_f64().unwrap() / r8["bytes_before"].as_f64().unwrap();
     assert!((0.25..0.3).contains(&ratio), "int8 bytes ratio {ratio}");
-    let r16 = cardc(&[
+    let r16 = cardc_json(&[
         "quantize", "--model", &dense, "--format", "f16", "--data", data, "--out", &q16, "--json",
     ]);
     assert!(
         (r16["accuracy"].as_f64().unwrap() - a0).abs() <= 0.01,
         "{r16}"
     );
-    let info = cardc(&["info", &q8, "--json"]);
+    let info = cardc_json(&["info", &q8, "--json"]);
     assert_eq!(
         info["metrics"]["accuracy_after_quantization"].as_f64(),
         Some(a1)
@@ -340,7 +328,7 @@ fn quantize_command_keeps_accuracy_and_shrinks_the_card() {
         Some(a0)
     );
     assert_eq!(info["layers"][1]["format"], "int8");
-    let ev = cardc(&["eval", "--model", &q8, "--data", data, "--json"]);
+    let ev = cardc_json(&["eval", "--model", &q8, "--data", data, "--json"]);
     assert_eq!(
         ev["accuracy"].as_f64(),
         Some(a1),

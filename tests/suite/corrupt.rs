@@ -3,12 +3,13 @@
 //! values on hand-made images, the `cifar10c:DIR` reader and `cardc
 //! corrupt` end to end.
 
+use crate::common::cardc;
+
 use cardc::corrupt::{self, CORRUPTIONS, corrupt_dataset, corrupt_image};
 use cardc::data::cifar10c::Cifar10C;
 use cardc::data::{DataSpec, Dataset, Split, npy, synthetic};
 use cardc::rng::Rng;
 use std::path::Path;
-use std::process::{Command, Output};
 
 fn small_batch(n: usize) -> Dataset {
     synthetic::generate(5 * n, Split::Test)
@@ -183,13 +184,6 @@ fn any_size_and_gray_images_work_and_bad_inputs_are_refused() {
             .contains("rain")
     );
     assert_eq!(corrupt::parse_severities("1,3-4").unwrap(), [1, 3, 4]);
-}
-
-fn cardc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cardc"))
-        .args(args)
-        .output()
-        .expect("runs cardc")
 }
 
 fn run_ok(args: &[&str]) -> serde_json::Value {

@@ -2,36 +2,10 @@
 //! eval on synthetic data, resume after a kill, commands not built yet, and
 //! one-line errors for bad inputs.
 
+use crate::common::{assert_clean_error, cardc, json};
+
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn cardc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cardc"))
-        .args(args)
-        .output()
-        .expect("runs cardc")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A failed command: exit code 1, one `cardc: error:` line naming `needle`,
-/// no panic.
-fn assert_clean_error(o: &Output, needle: &str) {
-    let e = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "stderr: {e}");
-    let lines: Vec<&str> = e.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one line, got: {e}");
-    assert!(lines[0].starts_with("cardc: error: "), "{e}");
-    assert!(e.contains(needle), "expected '{needle}' in: {e}");
-    assert!(!e.contains("panicked"), "{e}");
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    assert!(o.status.success(), "stderr: {}", stderr(o));
-    serde_json::from_slice(&o.stdout).expect("stdout is JSON")
-}
+use std::process::Command;
 
 /// A small, fast training run; `extra` flags override the defaults.
 fn train_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {

@@ -4,6 +4,8 @@
 //! PyTorch-style files (committed fixtures) give their stored reference
 //! logits, and unsupported operators or damaged files are refused clearly.
 
+use crate::common::{assert_clean_error, cardc};
+
 use cardc::backend::cpu::infer;
 use cardc::card::Card;
 use cardc::data::Normalization;
@@ -17,7 +19,6 @@ use cardc::rng::Rng;
 use cardc::tensor::Tensor;
 use prost::Message;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
@@ -541,26 +542,6 @@ fn unsupported_operators_are_refused_by_type_and_name() {
         vec![],
     ));
     assert!(e.contains("orphan") && e.contains("nowhere"), "{e}");
-}
-
-fn cardc(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_cardc"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// One `cardc: error:` line that names `needle`, exit code 1, no panic.
-fn assert_clean_error(o: &std::process::Output, needle: &str) {
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{e}");
-    let lines: Vec<&str> = e.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "{e}");
-    assert!(
-        lines[0].starts_with("cardc: error: ") && e.contains(needle),
-        "{e}"
-    );
-    assert!(!e.contains("panicked"), "{e}");
 }
 
 #[test]

@@ -3,6 +3,8 @@
 //! against a direct computation, report directories, and `cardc eval` /
 //! `cardc report` end to end with their one-line errors.
 
+use crate::common::{assert_clean_error, cardc, json, stderr};
+
 use cardc::backend::CpuBackend;
 use cardc::backend::cpu::{infer, input_gradient};
 use cardc::card::Card;
@@ -16,33 +18,7 @@ use cardc::robust::suite::{self, CorruptionSource, Subject, SuiteConfig};
 use cardc::robust::{AttackSpec, attack_batch, report};
 use cardc::tensor::Tensor;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::OnceLock;
-
-fn cardc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cardc"))
-        .args(args)
-        .output()
-        .expect("runs cardc")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    assert!(o.status.success(), "stderr: {}", stderr(o));
-    serde_json::from_slice(&o.stdout).expect("stdout is JSON")
-}
-
-fn assert_clean_error(o: &Output, needle: &str) {
-    let e = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "stderr: {e}");
-    let lines: Vec<&str> = e.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one line, got: {e}");
-    assert!(lines[0].starts_with("cardc: error: "), "{e}");
-    assert!(e.contains(needle), "expected '{needle}' in: {e}");
-}
 
 const TRAIN_DATA: &str = "synthetic:1000";
 

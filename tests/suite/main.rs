@@ -1,0 +1,18 @@
+//! The integration suite: one test binary (one link of the whole crate and
+//! its dependencies instead of one per file), one module per area.
+
+mod augment;
+mod card;
+mod cli;
+mod common;
+mod compile;
+mod compile_measure;
+mod corrupt;
+mod cpu_gradcheck;
+mod data;
+mod demo;
+mod ir;
+mod onnx;
+mod prune;
+mod quantize;
+mod robust;
