@@ -58,6 +58,10 @@ pub struct TrainOpts {
     /// held-out robust accuracy.
     #[arg(long)]
     pub adversarial: Option<String>,
+    /// AdvProp: the --adversarial batches go through auxiliary BatchNorm layers and every step
+    /// also trains on the clean batch; the card keeps the clean BatchNorm.
+    #[arg(long)]
+    pub advprop: bool,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long, default_value_t = 1.0)]
@@ -115,6 +119,7 @@ impl TrainOpts {
         c.limit = self.limit;
         c.test_limit = self.test_limit;
         c.adversarial = adversarial;
+        c.advprop = self.advprop;
         Ok(c)
     }
 }

@@ -197,6 +197,11 @@ impl PruneConfig {
         if self.rounds == Some(0) {
             bail!("--rounds must be at least 1");
         }
+        // AdvProp replaces the optimizer step; the score-training and
+        // dynamic-sparse methods have their own steps.
+        if self.train.advprop && matches!(self.method, Method::Ep | Method::Biprop | Method::Rigl) {
+            bail!("--advprop works with ft, gmp, lth and lrr, not with --method {m}");
+        }
         for (v, name) in [
             (self.gmp_initial, "--gmp-initial"),
             (self.gmp_start, "--gmp-start"),
@@ -660,9 +665,7 @@ pub fn run(cfg: &PruneConfig) -> anyhow::Result<TrainReport> {
             state
         }
     };
-    if let Some(a) = &tcfg.adversarial {
-        notes.push(format!("adversarial training: {a}"));
-    }
+    notes.extend(crate::train::trainer::training_notes(&tcfg));
     let history = model.history.clone();
     let model = model.into_final_model(quiet);
     check_exact(&model, &targets, cfg)?;

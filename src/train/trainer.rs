@@ -2,6 +2,7 @@
 //! augmented batches, a learning-rate schedule, held-out validation, an
 //! atomic checkpoint every epoch, `--resume`, and a final card.
 
+use super::advprop::{self, AuxBatchNorm};
 use super::optim::Sgd;
 use super::schedule::{Schedule, ScheduleKind};
 use crate::backend;
@@ -52,6 +53,10 @@ pub struct TrainConfig {
     /// run keeps the epoch with the best held-out robust accuracy (early
     /// stopping against robust overfitting).
     pub adversarial: Option<AttackSpec>,
+    /// AdvProp: adversarial examples go through auxiliary BatchNorm layers
+    /// and each step trains on the clean and the adversarial batch (see
+    /// [`super::advprop`]). Needs `adversarial`.
+    pub advprop: bool,
 }
 
 impl TrainConfig {
@@ -81,13 +86,14 @@ impl TrainConfig {
             test_limit: None,
             quiet: false,
             adversarial: None,
+            advprop: false,
         }
     }
 
     /// The settings a checkpoint must share with a run that resumes it.
     pub fn fingerprint(&self) -> String {
         format!(
-            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{:?}|{}|{}|{}|{}|{:?}|{}",
+            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{:?}|{}|{}|{}|{}|{:?}|{}|{}",
             self.arch,
             self.width_mult,
             self.data,
@@ -105,7 +111,8 @@ impl TrainConfig {
             self.limit,
             self.adversarial
                 .as_ref()
-                .map_or(String::new(), |a| a.to_string())
+                .map_or(String::new(), |a| a.to_string()),
+            if self.advprop { "advprop" } else { "" }
         )
     }
 
@@ -129,6 +136,10 @@ impl TrainConfig {
             (0.0..1.0).contains(&self.val_split),
             "--val-split must be in [0, 1), got {}",
             self.val_split
+        );
+        anyhow::ensure!(
+            !self.advprop || self.adversarial.is_some(),
+            "--advprop needs --adversarial (the attack that makes its adversarial batches)"
         );
         Ok(())
     }
@@ -166,6 +177,9 @@ pub struct RunState {
     /// Adversarial training with a held-out split: the epoch of this phase
     /// with the best held-out robust accuracy, and its model.
     pub best: Option<(f64, usize, Model)>,
+    /// AdvProp's auxiliary BatchNorm (`--advprop`), made from the model at
+    /// the start of the phase.
+    pub aux_bn: Option<AuxBatchNorm>,
 }
 
 impl RunState {
@@ -178,6 +192,7 @@ impl RunState {
             step: 0,
             history: Vec::new(),
             best: None,
+            aux_bn: None,
         }
     }
 
@@ -499,6 +514,9 @@ pub fn run_phase<H: StepHook>(
         warmup: (phase.warmup_epochs * steps_per_epoch as f32) as usize,
     };
     let quiet = env.cfg.quiet;
+    if env.cfg.advprop && state.aux_bn.is_none() {
+        state.aux_bn = Some(AuxBatchNorm::from_model(&state.model)?);
+    }
     for epoch in state.epochs_done..phase.epochs {
         let te = Instant::now();
         let order = data::epoch_order(env.data.train.len(), phase.seed, epoch);
@@ -522,23 +540,43 @@ pub fn run_phase<H: StepHook>(
             );
             let lr = schedule.lr_at(state.step);
             hook.before_step(&mut state.model, state.step, total_steps)?;
-            let x = match &env.cfg.adversarial {
-                Some(spec) => {
-                    let mut rng =
-                        crate::rng::Rng::derive(batch_seed(phase.seed, epoch, s), "adversarial");
-                    attack_normalized(&state.model, &env.data.norm, &x, &y, spec, &mut rng)?
+            let mut rng = crate::rng::Rng::derive(batch_seed(phase.seed, epoch, s), "adversarial");
+            let st = match (&env.cfg.adversarial, state.aux_bn.as_mut()) {
+                (Some(attack), Some(aux)) => {
+                    let batch = advprop::AdvPropBatch {
+                        images: &x,
+                        labels: &y,
+                        norm: &env.data.norm,
+                        attack,
+                        lr,
+                    };
+                    advprop::step(
+                        env.backend.as_mut(),
+                        &mut state.model,
+                        &mut state.sgd,
+                        aux,
+                        &batch,
+                        &mut rng,
+                    )?
                 }
-                None => x,
+                (adversarial, _) => {
+                    let x = match adversarial {
+                        Some(spec) => {
+                            attack_normalized(&state.model, &env.data.norm, &x, &y, spec, &mut rng)?
+                        }
+                        None => x,
+                    };
+                    hook.step(
+                        env.backend.as_mut(),
+                        &mut state.model,
+                        &mut state.sgd,
+                        &x,
+                        &y,
+                        lr,
+                        state.step,
+                    )?
+                }
             };
-            let st = hook.step(
-                env.backend.as_mut(),
-                &mut state.model,
-                &mut state.sgd,
-                &x,
-                &y,
-                lr,
-                state.step,
-            )?;
             anyhow::ensure!(
                 st.loss.is_finite(),
                 "training diverged in {} at epoch {} step {s} (loss {}); lower --lr",
@@ -783,14 +821,24 @@ pub fn run(cfg: &TrainConfig) -> anyhow::Result<TrainReport> {
     };
     run_phase(&mut env, &phase, &mut state, &mut PlainSgd, &mut save)?;
     let history = state.history.clone();
-    let notes = match &cfg.adversarial {
-        Some(a) => vec![format!("adversarial training: {a}")],
-        None => Vec::new(),
-    };
+    let notes = training_notes(cfg);
     let model = state.into_final_model(cfg.quiet);
     let finished = finish(&mut env, model, &history, "dense", 0.0, notes)?;
     finished.card.save(&cfg.out)?;
     // The card now holds everything the checkpoint did.
     let _ = std::fs::remove_file(&ckpt_path);
     Ok(env.report(&finished, history))
+}
+
+/// Provenance notes for how the model was trained beyond the recorded
+/// fields (adversarial training, AdvProp).
+pub fn training_notes(cfg: &TrainConfig) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(a) = &cfg.adversarial {
+        notes.push(format!("adversarial training: {a}"));
+    }
+    if cfg.advprop {
+        notes.push("advprop: auxiliary BatchNorm for the adversarial batches".into());
+    }
+    notes
 }

@@ -407,3 +407,65 @@ fn adversarial_training_records_held_out_robust_accuracy() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--adversarial"));
 }
+
+#[test]
+fn advprop_trains_with_auxiliary_batchnorm_and_refuses_bad_combinations() {
+    let f = Fixture::new();
+    let out = f.path("advprop.card");
+    let base = [
+        "--arch",
+        f.arch.as_str(),
+        "--data",
+        "synthetic:200",
+        "--epochs",
+        "1",
+        "--batch",
+        "32",
+        "--lr",
+        "0.02",
+    ];
+    let mut args = vec!["train"];
+    args.extend(base);
+    args.extend([
+        "--adversarial",
+        "fgsm:4/255",
+        "--advprop",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    let rep = json(&cardc(&args));
+    assert!(rep["history"][0]["loss"].as_f64().unwrap().is_finite());
+    let card = Card::load(&out).unwrap();
+    assert!(
+        card.provenance.notes.iter().any(|n| n.contains("advprop")),
+        "{:?}",
+        card.provenance.notes
+    );
+    // The checkpoint (with the auxiliary BatchNorm) is gone once the card exists.
+    assert!(!f.path("advprop.card.ckpt").exists());
+
+    let bad = f.path("bad.card");
+    let mut args = vec!["train"];
+    args.extend(base);
+    args.extend(["--advprop", "--out", bad.to_str().unwrap()]);
+    crate::common::assert_clean_error(&cardc(&args), "--advprop needs --adversarial");
+    let o = cardc(&[
+        "prune",
+        "--method",
+        "ep",
+        "--arch",
+        &f.arch,
+        "--data",
+        "synthetic:200",
+        "--sparsity",
+        "0.5",
+        "--adversarial",
+        "fgsm:4/255",
+        "--advprop",
+        "--out",
+        bad.to_str().unwrap(),
+    ]);
+    crate::common::assert_clean_error(&o, "--advprop works with ft, gmp, lth and lrr");
+    assert!(!bad.exists());
+}
