@@ -16,6 +16,48 @@ pub struct StepStats {
     pub correct: usize,
 }
 
+/// The training objective of a batch, defined once here; each backend
+/// implements it (the CPU reference in `cpu::loss`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Loss {
+    /// Mean softmax cross-entropy, one label per image.
+    CrossEntropy,
+    /// AugMix with its consistency loss: the images are three stacked views
+    /// `[clean; aug1; aug2]` of B images with B labels; cross-entropy of the
+    /// clean view plus `lambda` × the Jensen–Shannon divergence of the three.
+    AugMixJsd { lambda: f32 },
+}
+
+impl Loss {
+    /// Images per label: how many stacked views of each image a batch holds.
+    pub fn views(self) -> usize {
+        match self {
+            Loss::CrossEntropy => 1,
+            Loss::AugMixJsd { .. } => 3,
+        }
+    }
+}
+
+/// One training batch: normalized images `[V·B, C, H, W]`, B labels, and
+/// the objective (V = `loss.views()`).
+#[derive(Clone, Copy)]
+pub struct Batch<'a> {
+    pub images: &'a Tensor,
+    pub labels: &'a [u32],
+    pub loss: Loss,
+}
+
+impl<'a> Batch<'a> {
+    /// A cross-entropy batch.
+    pub fn new(images: &'a Tensor, labels: &'a [u32]) -> Self {
+        Batch {
+            images,
+            labels,
+            loss: Loss::CrossEntropy,
+        }
+    }
+}
+
 /// Gradients of one train-mode batch.
 pub struct BatchGradients {
     pub stats: StepStats,
@@ -34,26 +76,21 @@ pub trait Backend {
     /// Eval-mode forward: `images` is `[B, C, H, W]` normalized; returns logits `[B, K]`.
     fn infer(&mut self, model: &Model, images: &Tensor) -> anyhow::Result<Tensor>;
     /// Train-mode forward (BatchNorm batch statistics, running statistics
-    /// updated), softmax cross-entropy and backward, without an update:
-    /// methods that train something other than the weights (edge-popup
-    /// scores, RigL's growth criterion) start here.
-    fn gradients(
-        &mut self,
-        model: &mut Model,
-        images: &Tensor,
-        labels: &[u32],
-    ) -> anyhow::Result<BatchGradients>;
+    /// updated), the batch's loss and backward, without an update: methods
+    /// that train something other than the weights (edge-popup scores,
+    /// RigL's growth criterion) start here. The statistics count correct
+    /// predictions on the first (clean) view.
+    fn gradients(&mut self, model: &mut Model, batch: &Batch) -> anyhow::Result<BatchGradients>;
     /// One SGD step on a batch: [`Backend::gradients`], then the optimizer
     /// update with masks honoured.
     fn train_step(
         &mut self,
         model: &mut Model,
         sgd: &mut Sgd,
-        images: &Tensor,
-        labels: &[u32],
+        batch: &Batch,
         lr: f32,
     ) -> anyhow::Result<StepStats> {
-        let g = self.gradients(model, images, labels)?;
+        let g = self.gradients(model, batch)?;
         sgd.step(model, &g.grads, lr);
         Ok(g.stats)
     }
@@ -73,18 +110,13 @@ impl Backend for CpuBackend {
     fn infer(&mut self, model: &Model, images: &Tensor) -> anyhow::Result<Tensor> {
         cpu::infer(model, images)
     }
-    fn gradients(
-        &mut self,
-        model: &mut Model,
-        images: &Tensor,
-        labels: &[u32],
-    ) -> anyhow::Result<BatchGradients> {
-        let out = cpu::forward_backward(model, images, labels, false)?;
+    fn gradients(&mut self, model: &mut Model, batch: &Batch) -> anyhow::Result<BatchGradients> {
+        let out = cpu::forward_backward_loss(model, batch, false)?;
         let correct = out
             .logits
             .argmax_rows()
             .iter()
-            .zip(labels)
+            .zip(batch.labels)
             .filter(|(p, l)| **p == **l as usize)
             .count();
         Ok(BatchGradients {

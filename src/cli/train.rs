@@ -62,6 +62,13 @@ pub struct TrainOpts {
     /// also trains on the clean batch; the card keeps the clean BatchNorm.
     #[arg(long)]
     pub advprop: bool,
+    /// AugMix's Jensen–Shannon consistency loss (needs --augment augmix): each image is seen
+    /// clean and through two AugMix chains, ~3× the compute per step.
+    #[arg(long)]
+    pub jsd: bool,
+    /// Weight λ of the consistency loss (AugMix's default 12).
+    #[arg(long, default_value_t = 12.0)]
+    pub jsd_lambda: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long, default_value_t = 1.0)]
@@ -120,6 +127,7 @@ impl TrainOpts {
         c.test_limit = self.test_limit;
         c.adversarial = adversarial;
         c.advprop = self.advprop;
+        c.jsd = self.jsd.then_some(self.jsd_lambda);
         Ok(c)
     }
 }

@@ -12,11 +12,10 @@
 //! is again `g ⊙ sign(W) ⊙ |W| = g ⊙ W`.
 
 use super::select::{Scope, Target, top_k_masks, zeros_needed};
-use crate::backend::{Backend, BatchGradients, StepStats};
+use crate::backend::{Backend, Batch, BatchGradients, StepStats};
 use crate::ir::ParamKind;
 use crate::model::{Model, WeightState};
 use crate::rng::Rng;
-use crate::tensor::Tensor;
 use crate::train::optim::Sgd;
 use crate::train::trainer::StepHook;
 use serde::{Deserialize, Serialize};
@@ -81,8 +80,7 @@ pub fn dense_view_gradients(
     backend: &mut dyn Backend,
     model: &mut Model,
     targets: &[Target],
-    images: &Tensor,
-    labels: &[u32],
+    batch: &Batch,
 ) -> anyhow::Result<BatchGradients> {
     let mut view = model.clone();
     for &(i, k) in targets {
@@ -90,7 +88,7 @@ pub fn dense_view_gradients(
         t.data = t.effective().into_owned();
         t.state = WeightState::Dense;
     }
-    let g = backend.gradients(&mut view, images, labels)?;
+    let g = backend.gradients(&mut view, batch)?;
     for (dst, src) in model.params.iter_mut().zip(&view.params) {
         for (d, s) in dst.iter_mut().zip(src) {
             if matches!(d.kind, ParamKind::RunningMean | ParamKind::RunningVar) {
@@ -171,12 +169,11 @@ impl StepHook for PopupHook {
         backend: &mut dyn Backend,
         model: &mut Model,
         _sgd: &mut Sgd,
-        images: &Tensor,
-        labels: &[u32],
+        batch: &Batch,
         lr: f32,
         _step: usize,
     ) -> anyhow::Result<StepStats> {
-        let g = dense_view_gradients(backend, model, &self.targets, images, labels)?;
+        let g = dense_view_gradients(backend, model, &self.targets, batch)?;
         let (mu, wd, nesterov) = (self.momentum, self.weight_decay, self.nesterov);
         for (l, &(i, k)) in self.targets.iter().enumerate() {
             let w = &model.params[i][k].data;
@@ -248,7 +245,14 @@ mod tests {
             for step in 0..30 {
                 hook.before_step(&mut model, step, 30).unwrap();
                 let st = hook
-                    .step(&mut backend, &mut model, &mut sgd, &x, &y, 0.05, step)
+                    .step(
+                        &mut backend,
+                        &mut model,
+                        &mut sgd,
+                        &crate::backend::Batch::new(&x, &y),
+                        0.05,
+                        step,
+                    )
                     .unwrap();
                 losses.push(st.loss);
             }

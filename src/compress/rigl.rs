@@ -6,9 +6,8 @@
 
 use super::popup::dense_view_gradients;
 use super::select::Target;
-use crate::backend::{Backend, StepStats};
+use crate::backend::{Backend, Batch, StepStats};
 use crate::model::{Model, WeightState};
-use crate::tensor::Tensor;
 use crate::train::optim::Sgd;
 use crate::train::trainer::StepHook;
 
@@ -74,12 +73,11 @@ impl StepHook for RiglHook {
         backend: &mut dyn Backend,
         model: &mut Model,
         sgd: &mut Sgd,
-        images: &Tensor,
-        labels: &[u32],
+        batch: &Batch,
         lr: f32,
         step: usize,
     ) -> anyhow::Result<StepStats> {
-        let g = dense_view_gradients(backend, model, &self.targets, images, labels)?;
+        let g = dense_view_gradients(backend, model, &self.targets, batch)?;
         if step > 0 && step.is_multiple_of(self.interval) && step < self.end {
             self.update(model, sgd, &g.grads, step);
         }

@@ -98,6 +98,23 @@ impl Augment {
         }
     }
 
+    /// AugMix's three views for its consistency loss: the flipped and
+    /// cropped image, and two independent AugMix chains of it, written to
+    /// `out` (three image-sized slices).
+    pub fn augmix_views_into(
+        image: &[u8],
+        c: usize,
+        h: usize,
+        w: usize,
+        rng: &mut Rng,
+        out: [&mut [u8]; 3],
+    ) {
+        let [clean, aug1, aug2] = out;
+        flip_crop(DEFAULT_PAD, image, c, h, w, rng, clean);
+        aug1.copy_from_slice(&augmix(clean, c, h, w, rng));
+        aug2.copy_from_slice(&augmix(clean, c, h, w, rng));
+    }
+
     /// The augmented copy of `image`; see [`Augment::apply_into`].
     pub fn apply(&self, image: &[u8], c: usize, h: usize, w: usize, rng: &mut Rng) -> Vec<u8> {
         let mut out = vec![0; image.len()];

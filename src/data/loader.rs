@@ -76,6 +76,52 @@ pub fn make_batch(
     (Tensor::from_vec(&[indices.len(), c, h, w], data), labels)
 }
 
+/// AugMix's consistency-loss batch: `[3B, C, H, W]` holding, in this order,
+/// the B flipped/cropped images, then one AugMix view of each, then a
+/// second (see `backend::Loss::AugMixJsd`), and the B labels.
+pub fn make_augmix_views_batch(
+    ds: &Dataset,
+    indices: &[usize],
+    norm: &Normalization,
+    rng_seed: u64,
+) -> (Tensor, Vec<u32>) {
+    assert_eq!(norm.channels(), ds.channels, "normalization channels");
+    let (c, h, w) = (ds.channels, ds.height, ds.width);
+    let (n, b, plane) = (ds.image_len(), indices.len(), h * w);
+    let luts = norm.lookup_tables();
+    let per_image: Vec<[Vec<f32>; 3]> = indices
+        .par_iter()
+        .enumerate()
+        .map(|(pos, &i)| {
+            let mut rng = image_rng(rng_seed, pos);
+            let mut bufs = [vec![0u8; n], vec![0u8; n], vec![0u8; n]];
+            let [a, b1, b2] = &mut bufs;
+            Augment::augmix_views_into(ds.image(i), c, h, w, &mut rng, [a, b1, b2]);
+            bufs.map(|buf| {
+                let mut out = vec![0f32; n];
+                for ((dst, src), lut) in out
+                    .chunks_exact_mut(plane.max(1))
+                    .zip(buf.chunks_exact(plane.max(1)))
+                    .zip(&luts)
+                {
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        *d = lut[s as usize];
+                    }
+                }
+                out
+            })
+        })
+        .collect();
+    let mut data = Vec::with_capacity(3 * b * n);
+    for view in 0..3 {
+        for img in &per_image {
+            data.extend_from_slice(&img[view]);
+        }
+    }
+    let labels = indices.iter().map(|&i| ds.labels[i]).collect();
+    (Tensor::from_vec(&[3 * b, c, h, w], data), labels)
+}
+
 /// Yields the batches of one pass over `order`.
 ///
 /// Batch `k` is built with seed `seed ^ rotl((k + 1) * golden, 29)`: the

@@ -16,7 +16,7 @@
 //! The card keeps only the main BatchNorm: the auxiliary one is a training
 //! device, dropped at the end (it lives in the training checkpoint).
 
-use crate::backend::{Backend, StepStats};
+use crate::backend::{Backend, Batch, StepStats};
 use crate::data::Normalization;
 use crate::ir::Op;
 use crate::model::{Model, ParamTensor};
@@ -122,11 +122,11 @@ pub fn step(
         batch.attack,
         rng,
     )
-    .and_then(|x_adv| backend.gradients(model, &x_adv, batch.labels));
+    .and_then(|x_adv| backend.gradients(model, &Batch::new(&x_adv, batch.labels)));
     // Swap back before any error leaves, so the model keeps its main BN.
     aux.swap(model);
     let adv = adv?;
-    let clean = backend.gradients(model, batch.images, batch.labels)?;
+    let clean = backend.gradients(model, &Batch::new(batch.images, batch.labels))?;
 
     let is_bn: Vec<bool> = model
         .graph
@@ -224,7 +224,7 @@ mod tests {
         let (mut model, x, y, _) = setup();
         let mut sgd = Sgd::new(0.9, false, 0.0);
         CpuBackend
-            .train_step(&mut model, &mut sgd, &x, &y, lr)
+            .train_step(&mut model, &mut sgd, &Batch::new(&x, &y), lr)
             .unwrap();
         model
     }

@@ -57,6 +57,10 @@ pub struct TrainConfig {
     /// and each step trains on the clean and the adversarial batch (see
     /// [`super::advprop`]). Needs `adversarial`.
     pub advprop: bool,
+    /// AugMix's Jensen–Shannon consistency loss with this weight λ: every
+    /// image is seen clean and through two AugMix chains (`--jsd`; needs
+    /// `--augment augmix`).
+    pub jsd: Option<f32>,
 }
 
 impl TrainConfig {
@@ -87,13 +91,14 @@ impl TrainConfig {
             quiet: false,
             adversarial: None,
             advprop: false,
+            jsd: None,
         }
     }
 
     /// The settings a checkpoint must share with a run that resumes it.
     pub fn fingerprint(&self) -> String {
         format!(
-            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{:?}|{}|{}|{}|{}|{:?}|{}|{}",
+            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{:?}|{}|{}|{}|{}|{:?}|{}|{}|{:?}",
             self.arch,
             self.width_mult,
             self.data,
@@ -112,7 +117,8 @@ impl TrainConfig {
             self.adversarial
                 .as_ref()
                 .map_or(String::new(), |a| a.to_string()),
-            if self.advprop { "advprop" } else { "" }
+            if self.advprop { "advprop" } else { "" },
+            self.jsd
         )
     }
 
@@ -141,6 +147,21 @@ impl TrainConfig {
             !self.advprop || self.adversarial.is_some(),
             "--advprop needs --adversarial (the attack that makes its adversarial batches)"
         );
+        if let Some(lambda) = self.jsd {
+            anyhow::ensure!(
+                matches!(self.augment, Augment::AugMix),
+                "--jsd is AugMix's consistency loss: it needs --augment augmix, got {}",
+                self.augment_name
+            );
+            anyhow::ensure!(
+                self.adversarial.is_none(),
+                "--jsd and --adversarial cannot be combined"
+            );
+            anyhow::ensure!(
+                lambda >= 0.0 && lambda.is_finite(),
+                "--jsd-lambda must be ≥ 0, got {lambda}"
+            );
+        }
         Ok(())
     }
 }
@@ -476,18 +497,16 @@ pub trait StepHook {
         Ok(())
     }
     /// Forward, backward and update for one batch.
-    #[allow(clippy::too_many_arguments)]
     fn step(
         &mut self,
         backend: &mut dyn backend::Backend,
         model: &mut Model,
         sgd: &mut Sgd,
-        images: &crate::tensor::Tensor,
-        labels: &[u32],
+        batch: &backend::Batch,
         lr: f32,
         _step: usize,
     ) -> anyhow::Result<backend::StepStats> {
-        backend.train_step(model, sgd, images, labels, lr)
+        backend.train_step(model, sgd, batch, lr)
     }
 }
 
@@ -531,13 +550,28 @@ pub fn run_phase<H: StepHook>(
                 pb.finish_and_clear();
                 return Ok(());
             }
-            let (x, y) = data::make_batch(
-                &env.data.train,
-                idx,
-                &env.data.norm,
-                env.cfg.augment,
-                batch_seed(phase.seed, epoch, s),
-            );
+            let seed = batch_seed(phase.seed, epoch, s);
+            let (x, y, loss) = match env.cfg.jsd {
+                Some(lambda) => {
+                    let (x, y) = data::loader::make_augmix_views_batch(
+                        &env.data.train,
+                        idx,
+                        &env.data.norm,
+                        seed,
+                    );
+                    (x, y, backend::Loss::AugMixJsd { lambda })
+                }
+                None => {
+                    let (x, y) = data::make_batch(
+                        &env.data.train,
+                        idx,
+                        &env.data.norm,
+                        env.cfg.augment,
+                        seed,
+                    );
+                    (x, y, backend::Loss::CrossEntropy)
+                }
+            };
             let lr = schedule.lr_at(state.step);
             hook.before_step(&mut state.model, state.step, total_steps)?;
             let mut rng = crate::rng::Rng::derive(batch_seed(phase.seed, epoch, s), "adversarial");
@@ -566,12 +600,16 @@ pub fn run_phase<H: StepHook>(
                         }
                         None => x,
                     };
+                    let batch = backend::Batch {
+                        images: &x,
+                        labels: &y,
+                        loss,
+                    };
                     hook.step(
                         env.backend.as_mut(),
                         &mut state.model,
                         &mut state.sgd,
-                        &x,
-                        &y,
+                        &batch,
                         lr,
                         state.step,
                     )?
@@ -836,6 +874,9 @@ pub fn training_notes(cfg: &TrainConfig) -> Vec<String> {
     let mut notes = Vec::new();
     if let Some(a) = &cfg.adversarial {
         notes.push(format!("adversarial training: {a}"));
+    }
+    if let Some(lambda) = cfg.jsd {
+        notes.push(format!("augmix consistency loss: jsd λ={lambda}"));
     }
     if cfg.advprop {
         notes.push("advprop: auxiliary BatchNorm for the adversarial batches".into());

@@ -242,3 +242,69 @@ fn parse_and_display_round_trip() {
         assert!(e.contains(bad), "{bad}: {e}");
     }
 }
+
+#[test]
+fn augmix_views_batch_stacks_clean_then_two_chains() {
+    let ds = cardc::data::synthetic::generate(6, cardc::data::Split::Train);
+    let norm = cardc::data::Normalization::from_dataset(&ds);
+    let idx = [0usize, 3, 5];
+    let (x, y) = cardc::data::loader::make_augmix_views_batch(&ds, &idx, &norm, 9);
+    assert_eq!(x.shape, [9, 3, 32, 32]);
+    assert_eq!(y, idx.iter().map(|&i| ds.labels[i]).collect::<Vec<_>>());
+    let n = 3 * 32 * 32;
+    let view = |v: usize, i: usize| &x.data[(v * 3 + i) * n..(v * 3 + i + 1) * n];
+    for i in 0..3 {
+        assert_ne!(
+            view(1, i),
+            view(2, i),
+            "image {i}: the two chains are independent"
+        );
+        assert_ne!(view(0, i), view(1, i), "image {i}: AugMix changed the view");
+    }
+    let (again, _) = cardc::data::loader::make_augmix_views_batch(&ds, &idx, &norm, 9);
+    assert_eq!(again.data, x.data, "deterministic for a seed");
+}
+
+#[test]
+fn jsd_training_runs_and_needs_augmix() {
+    use crate::common::{assert_clean_error, cardc, json};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("jsd.card");
+    let args = |augment: &'static str| {
+        vec![
+            "train".to_string(),
+            "--arch".into(),
+            "conv4".into(),
+            "--width-mult".into(),
+            "0.25".into(),
+            "--data".into(),
+            "synthetic:96".into(),
+            "--epochs".into(),
+            "1".into(),
+            "--batch".into(),
+            "16".into(),
+            "--augment".into(),
+            augment.into(),
+            "--jsd".into(),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+            "--json".into(),
+        ]
+    };
+    let a = args("augmix");
+    let rep = json(&cardc(&a.iter().map(String::as_str).collect::<Vec<_>>()));
+    assert!(rep["history"][0]["loss"].as_f64().unwrap().is_finite());
+    let card = cardc::card::Card::load(&out).unwrap();
+    assert!(
+        card.provenance.notes.iter().any(|n| n.contains("jsd λ=12")),
+        "{:?}",
+        card.provenance.notes
+    );
+    std::fs::remove_file(&out).unwrap();
+    let a = args("flipcrop");
+    assert_clean_error(
+        &cardc(&a.iter().map(String::as_str).collect::<Vec<_>>()),
+        "--jsd is AugMix's consistency loss",
+    );
+    assert!(!out.exists());
+}

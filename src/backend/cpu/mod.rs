@@ -19,6 +19,7 @@ mod pool;
 
 pub use bench::{bench_train_step, gemm_gflops};
 
+use super::{Batch, Loss};
 use crate::model::Model;
 use crate::tensor::Tensor;
 use anyhow::{anyhow, bail};
@@ -104,15 +105,34 @@ pub fn forward_backward(
     labels: &[u32],
     want_input_grad: bool,
 ) -> anyhow::Result<TrainOutput> {
+    forward_backward_loss(model, &Batch::new(images, labels), want_input_grad)
+}
+
+/// [`forward_backward`] with the batch's own objective (e.g. AugMix's
+/// consistency loss over stacked views, which share the BatchNorm batch
+/// statistics as in the reference implementation).
+pub fn forward_backward_loss(
+    model: &mut Model,
+    batch: &Batch,
+    want_input_grad: bool,
+) -> anyhow::Result<TrainOutput> {
+    let (images, labels) = (batch.images, batch.labels);
     let b = check_images(model, images)?;
+    let views = batch.loss.views();
+    if b % views != 0 {
+        bail!("a batch of {b} images is not {views} stacked views");
+    }
     let [c, h, w] = model.graph.input_shape();
     let (loss, logits, grads, input_grad, updates) = {
         let p = Prepared::new(model, b)?;
-        let k = check_labels(&p, labels, b)?;
+        let k = check_labels(&p, labels, b / views)?;
         let x = layout::transpose_each(&images.data, b, c, h * w);
         let (logits, tape) = p.forward(x, true)?;
         let updates = tape.bn_updates();
-        let (loss, dlogits) = loss::softmax_xent(&logits, k, labels);
+        let (loss, dlogits) = match batch.loss {
+            Loss::CrossEntropy => loss::softmax_xent(&logits, k, labels),
+            Loss::AugMixJsd { lambda } => loss::augmix_jsd(&logits, k, labels, lambda),
+        };
         let (grads, dx) = p.backward(tape, dlogits, want_input_grad)?;
         let input_grad = match (want_input_grad, dx) {
             (true, Some(dx)) => Some(Tensor::from_vec(
