@@ -1,0 +1,373 @@
+//! CARD-Decks: the gate's picks in a controlled setup (Gaussian-trained card
+//! for noise, AugMix-trained card for blur and low contrast), the `.deck`
+//! container's round trip and refusals, and the `deck`, `info` and `eval`
+//! commands on decks.
+
+use crate::common::{assert_clean_error, cardc, cardc_json};
+use cardc::card::{Card, CardError, Provenance};
+use cardc::corrupt::corrupt_dataset;
+use cardc::data::{Dataset, Normalization, Split, generate_synthetic};
+use cardc::deck::{self, BuildConfig, Deck, GateKind, GateSettings, Metric, Scope};
+use cardc::ir::models::{BuildOptions, build};
+use cardc::model::Model;
+use std::path::Path;
+
+/// A small untrained conv4 card whose provenance names `augment` (the gate
+/// reads only the provenance and the data, not the weights).
+fn card(augment: &str, seed: u64) -> Card {
+    let opts = BuildOptions {
+        width_mult: 0.125,
+        ..Default::default()
+    };
+    let model = Model::init(build("conv4", &opts).unwrap(), seed).unwrap();
+    let classes = model.graph.classes();
+    let mut c = Card::new(
+        model,
+        Normalization::cifar10(),
+        (0..classes).map(|i| format!("class{i}")).collect(),
+    );
+    c.provenance = Provenance {
+        method: "dense".into(),
+        augment: augment.into(),
+        ..Provenance::default()
+    };
+    c
+}
+
+fn gate(kind: GateKind, k: usize, metric: Metric, scope: Scope) -> GateSettings {
+    GateSettings {
+        kind,
+        k,
+        metric,
+        scope,
+    }
+}
+
+/// A deck of [gaussian, augmix] built on synthetic training images.
+fn gaussian_augmix_deck(metric: Metric, scope: Scope) -> Deck {
+    let train = generate_synthetic(300, Split::Train);
+    let cfg = BuildConfig {
+        gate: gate(GateKind::Spectral, 1, metric, scope),
+        limit: 300,
+        seed: 3,
+        augment_of: Vec::new(),
+        data_name: "synthetic:300".into(),
+    };
+    let cards = vec![
+        ("gauss".to_string(), card("gaussian:0.1:0.5", 1)),
+        ("augmix".to_string(), card("augmix", 2)),
+    ];
+    deck::build(cards, &train, &cfg).unwrap()
+}
+
+/// Fraction of `ds`'s images for which the gate chose member `m` (alone).
+fn share(deck: &Deck, ds: &Dataset, m: usize) -> f64 {
+    let images: Vec<&[u8]> = (0..ds.len()).map(|i| ds.image(i)).collect();
+    let chosen = deck.decide(&images);
+    chosen.iter().filter(|c| c.as_slice() == [m]).count() as f64 / ds.len() as f64
+}
+
+#[test]
+fn gate_picks_the_gaussian_card_for_noise_and_the_augmix_card_for_blur_and_contrast() {
+    let test = generate_synthetic(300, Split::Test); // 60 test images
+    let noisy = corrupt_dataset(&test, "gaussian_noise", 3, 1).unwrap();
+    let blurred = corrupt_dataset(&test, "defocus_blur", 3, 1).unwrap();
+    let low_contrast = corrupt_dataset(&test, "contrast", 3, 1).unwrap();
+    for metric in [Metric::L1, Metric::Cosine] {
+        let d = gaussian_augmix_deck(metric, Scope::Input);
+        let (g, a) = (share(&d, &noisy, 0), share(&d, &blurred, 1));
+        let c = share(&d, &low_contrast, 1);
+        assert!(g >= 0.9, "{metric}: gaussian card on noise {g}");
+        assert!(a >= 0.9, "{metric}: augmix card on blur {a}");
+        assert!(c >= 0.9, "{metric}: augmix card on low contrast {c}");
+        // One decision per batch: all or nothing, and the right one.
+        let b = gaussian_augmix_deck(metric, Scope::Batch);
+        assert_eq!(share(&b, &noisy, 0), 1.0, "{metric}");
+        assert_eq!(share(&b, &blurred, 1), 1.0, "{metric}");
+    }
+}
+
+#[test]
+fn signatures_are_shared_by_equal_augmentations_and_top_k_takes_both() {
+    let train = generate_synthetic(100, Split::Train);
+    let cfg = BuildConfig {
+        gate: gate(GateKind::Spectral, 2, Metric::L1, Scope::Input),
+        limit: 100,
+        seed: 0,
+        augment_of: vec![None, None, Some(cardc::data::Augment::AugMix), None],
+        data_name: "synthetic:100".into(),
+    };
+    let cards = vec![
+        ("g".to_string(), card("gaussian:0.1", 1)),
+        ("a".to_string(), card("augmix", 2)),
+        // Provenance says flipcrop, the override says AugMix.
+        ("a".to_string(), card("flipcrop", 3)),
+        ("g2".to_string(), card("gaussian:0.1", 4)),
+    ];
+    let d = deck::build(cards, &train, &cfg).unwrap();
+    assert_eq!(d.members[2].name, "a#2");
+    assert_eq!(d.members[2].augment, "augmix");
+    assert_eq!(d.members[1].signature, d.members[2].signature);
+    assert_eq!(d.members[0].signature, d.members[3].signature);
+    let noisy = corrupt_dataset(
+        &generate_synthetic(100, Split::Test),
+        "gaussian_noise",
+        4,
+        0,
+    )
+    .unwrap();
+    let images: Vec<&[u8]> = (0..noisy.len()).map(|i| noisy.image(i)).collect();
+    let chosen = d.decide(&images);
+    let both = chosen.iter().filter(|c| c.as_slice() == [0, 3]).count();
+    assert!(both * 10 >= noisy.len() * 9, "{chosen:?}");
+}
+
+#[test]
+fn unknown_augmentations_are_refused_by_the_spectral_gate_only() {
+    let train = generate_synthetic(50, Split::Train);
+    let mut cfg = BuildConfig {
+        gate: gate(GateKind::Spectral, 1, Metric::L1, Scope::Input),
+        limit: 20,
+        seed: 0,
+        augment_of: Vec::new(),
+        data_name: "synthetic:50".into(),
+    };
+    let cards = || {
+        vec![
+            ("known".to_string(), card("augmix", 1)),
+            ("imported".to_string(), card("", 2)),
+        ]
+    };
+    let e = deck::build(cards(), &train, &cfg).unwrap_err().to_string();
+    assert!(
+        e.contains("card 2 ('imported')") && e.contains("--augment-of 2="),
+        "{e}"
+    );
+    cfg.gate = gate(GateKind::Average, 2, Metric::L1, Scope::Input);
+    let d = deck::build(cards(), &train, &cfg).unwrap();
+    assert_eq!(d.members[1].augment, "unknown");
+    let images: Vec<&[u8]> = (0..3).map(|i| train.image(i)).collect();
+    assert!(d.decide(&images).iter().all(|c| c == &[0, 1]));
+}
+
+#[test]
+fn decks_round_trip_and_damaged_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = gaussian_augmix_deck(Metric::Cosine, Scope::Batch);
+    // A pruned member keeps its packed encoding through the deck.
+    let w = d.members[0].card.model.prunable()[0];
+    let t = &mut d.members[0].card.model.params[w.0][w.1];
+    let mask: Vec<bool> = (0..t.data.len()).map(|i| i % 3 == 0).collect();
+    t.state = cardc::model::WeightState::Masked { mask };
+    t.apply_mask();
+    d.metrics.insert("accuracy".into(), 0.5);
+    let p = dir.path().join("d.deck");
+    d.save(&p).unwrap();
+    let back = Deck::load(&p).unwrap();
+    assert_eq!(back, d);
+
+    let bytes = std::fs::read(&p).unwrap();
+    let bad = dir.path().join("bad.deck");
+    let mut flipped = bytes.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x40;
+    std::fs::write(&bad, &flipped).unwrap();
+    assert!(matches!(Deck::load(&bad), Err(CardError::Checksum { .. })));
+    std::fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(matches!(Deck::load(&bad), Err(CardError::Truncated { .. })));
+    let c = dir.path().join("c.card");
+    d.members[0].card.save(&c).unwrap();
+    let e = Deck::load(&c).unwrap_err().to_string();
+    assert!(e.contains("is a card, not a deck"), "{e}");
+    assert!(
+        Card::load(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("is a deck, not a card")
+    );
+
+    // An inconsistent deck is refused before anything is written.
+    let mut wrong = d.clone();
+    wrong.members[1].signature.pop();
+    let out = dir.path().join("wrong.deck");
+    assert!(matches!(wrong.save(&out), Err(CardError::Invalid { .. })));
+    assert!(!out.exists());
+}
+
+fn save_cards(dir: &Path) -> (String, String, String) {
+    let g = dir.join("gauss.card");
+    let a = dir.join("augmix.card");
+    let u = dir.join("unknown.card");
+    card("gaussian:0.1:0.5", 1).save(&g).unwrap();
+    card("augmix", 2).save(&a).unwrap();
+    card("", 3).save(&u).unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    (s(&g), s(&a), s(&u))
+}
+
+#[test]
+fn deck_info_and_eval_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let (g, a, u) = save_cards(dir.path());
+    let out = dir.path().join("d.deck");
+    let o = out.to_str().unwrap();
+    let v = cardc_json(&[
+        "deck",
+        "--cards",
+        &g,
+        &a,
+        "--data",
+        "synthetic:100",
+        "--out",
+        o,
+        "--k",
+        "1",
+        "--limit",
+        "60",
+        "--json",
+    ]);
+    assert_eq!(v["members"].as_array().unwrap().len(), 2);
+    assert_eq!(v["members"][0]["augment"], "gaussian:0.1:0.5");
+    assert_eq!(v["gate"]["kind"], "spectral");
+    assert!(
+        v["members"][0]["signature"]["bands"]["high"]
+            .as_f64()
+            .unwrap()
+            > 0.1
+    );
+
+    let info = cardc_json(&["info", o, "--json"]);
+    assert_eq!(info["kind"], "deck");
+    assert_eq!(info["members"][1]["name"], "augmix");
+    assert_eq!(info["provenance"]["images"], 60);
+    let text = cardc(&["info", o]);
+    assert!(text.status.success());
+    assert!(String::from_utf8_lossy(&text.stdout).contains("top-1 by l1"));
+
+    let e = cardc_json(&[
+        "eval",
+        "--model",
+        o,
+        "--data",
+        "synthetic:100",
+        "--limit",
+        "12",
+        "--corruptions",
+        "gaussian_noise,contrast",
+        "--severities",
+        "3",
+        "--json",
+    ]);
+    let gp = &e["gate_picks"];
+    assert_eq!(gp["members"][0], "gauss");
+    let cell = |c: &str, m: &str| gp["corruptions"][c]["3"][m].as_f64().unwrap();
+    assert!(cell("gaussian_noise", "gauss") > 0.5, "{gp}");
+    assert!(cell("contrast", "augmix") > 0.5, "{gp}");
+    let clean: f64 = ["gauss", "augmix"]
+        .iter()
+        .map(|m| gp["clean"][m].as_f64().unwrap())
+        .sum();
+    assert!((clean - 1.0).abs() < 1e-9, "{gp}");
+    assert!(e["mean_corruption_accuracy"].as_f64().is_some());
+
+    // The ungated deck: every card answers every image.
+    let avg = dir.path().join("avg.deck");
+    let av = avg.to_str().unwrap();
+    cardc_json(&[
+        "deck",
+        "--cards",
+        &g,
+        &a,
+        &u,
+        "--data",
+        "synthetic:50",
+        "--out",
+        av,
+        "--gate",
+        "average",
+        "--json",
+    ]);
+    let e = cardc_json(&[
+        "eval",
+        "--model",
+        av,
+        "--data",
+        "synthetic:50",
+        "--limit",
+        "5",
+        "--json",
+    ]);
+    for m in ["gauss", "augmix", "unknown"] {
+        assert_eq!(e["gate_picks"]["clean"][m], 1.0);
+    }
+
+    // Refusals: one line, naming what is wrong.
+    assert_clean_error(
+        &cardc(&[
+            "deck",
+            "--cards",
+            &g,
+            &u,
+            "--data",
+            "synthetic:50",
+            "--out",
+            o,
+        ]),
+        "--augment-of 2=",
+    );
+    assert_clean_error(
+        &cardc(&[
+            "deck",
+            "--cards",
+            &g,
+            &a,
+            "--data",
+            "synthetic:50",
+            "--out",
+            o,
+            "--k",
+            "3",
+        ]),
+        "--k 3",
+    );
+    assert_clean_error(
+        &cardc(&[
+            "deck",
+            "--cards",
+            &g,
+            "--data",
+            "synthetic:50",
+            "--out",
+            o,
+            "--metric",
+            "l2",
+        ]),
+        "--metric",
+    );
+    assert_clean_error(
+        &cardc(&[
+            "deck",
+            "--cards",
+            &g,
+            "--data",
+            "synthetic:50",
+            "--out",
+            o,
+            "--augment-of",
+            "2=augmix",
+        ]),
+        "card 2 does not exist",
+    );
+    assert_clean_error(
+        &cardc(&[
+            "eval",
+            "--model",
+            o,
+            "--data",
+            "synthetic:50",
+            "--attack",
+            "fgsm:2/255",
+        ]),
+        "not supported",
+    );
+}
