@@ -122,14 +122,14 @@ pub fn run(a: DeckArgs, json: bool) -> anyhow::Result<()> {
         data_name: a.data.clone(),
     };
     let t = std::time::Instant::now();
-    eprintln!(
-        "deck: {n} cards, signatures from {} images of {} ({})",
-        a.limit.min(ds.len()),
-        a.data,
-        split
-    );
+    // No progress line before the build: its refusals (a card of unknown
+    // training, say) must stay the only line on stderr.
     let d = deck::build(cards, &ds, &cfg)?;
     d.save(&a.out)?;
+    eprintln!(
+        "deck: {n} cards, signatures from {} images of {} ({split})",
+        d.provenance.images, a.data
+    );
     eprint!("{}", deck::info::summary_text(&d));
     eprintln!(
         "wrote {} ({:.1} s)",

@@ -68,8 +68,8 @@ pub fn load_model(path: &Path) -> anyhow::Result<Card> {
 
 /// What `--model`/`--baseline` name: a card (or ONNX model) or a deck.
 pub enum Loaded {
-    Card(Card),
-    Deck(Deck),
+    Card(Box<Card>),
+    Deck(Box<Deck>),
 }
 
 impl Loaded {
@@ -89,9 +89,9 @@ pub fn load_any(path: &Path) -> anyhow::Result<Loaded> {
     let is_deck = ext.eq_ignore_ascii_case("deck")
         || crate::card::read_header(path).is_ok_and(|h| h.kind == Kind::Deck);
     if is_deck {
-        Ok(Loaded::Deck(Deck::load(path)?))
+        Ok(Loaded::Deck(Box::new(Deck::load(path)?)))
     } else {
-        Ok(Loaded::Card(load_model(path)?))
+        Ok(Loaded::Card(Box::new(load_model(path)?)))
     }
 }
 
