@@ -198,7 +198,8 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         seconds: t.elapsed().as_secs_f64(),
     });
     // 6. A spectrally gated deck of the dense (flip-and-crop) card and the
-    // Gaussian-trained sparse one, on the same cells as the sparse card.
+    // Gaussian-trained sparse one, on five of the sparse card's cells (noise,
+    // blur, weather, digital: enough to see the gate work, cheap to make).
     let t = Instant::now();
     let deck_path = a.out.join("deck.deck");
     let dcfg = crate::deck::BuildConfig {
@@ -208,7 +209,7 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
             metric: crate::deck::Metric::L1,
             scope: crate::deck::Scope::Input,
         },
-        limit: if a.quick { 200 } else { 1000 },
+        limit: if a.quick { 100 } else { 1000 },
         seed: a.seed,
         augment_of: Vec::new(),
         data_name: spec.to_string(),
@@ -223,10 +224,23 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
     )?;
     deck.save(&deck_path)?;
     let deck = crate::deck::Deck::load(&deck_path)?;
+    let deck_cells = [
+        "gaussian_noise",
+        "impulse_noise",
+        "defocus_blur",
+        "fog",
+        "contrast",
+    ];
     let dsuite = crate::robust::suite::SuiteConfig {
+        corruptions: deck_cells.to_vec(),
         attacks: Vec::new(),
         ..suite.clone()
     };
+    let sparse_same_cells = deck_cells
+        .iter()
+        .filter_map(|c| rr.corruption_means.get(*c))
+        .sum::<f64>()
+        / deck_cells.len() as f64;
     let dr = crate::robust::suite::run_classifier(
         backend.as_mut(),
         &crate::robust::suite::Evaluee {
@@ -251,10 +265,10 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         stage: "deck",
         status: "ok",
         result: format!(
-            "dense + lrr80, spectral top-1: clean {:.1}%, corruptions {:.1}% (lrr80 alone {:.1}%); gate sends {:.0}% of gaussian_noise images to lrr80",
+            "dense + lrr80, spectral top-1: clean {:.1}%, 5 corruptions at severity 3 {:.1}% (lrr80 alone {:.1}%); gate sends {:.0}% of gaussian_noise images to lrr80",
             100.0 * dr.accuracy.unwrap_or(0.0),
             100.0 * dr.mean_corruption_accuracy.unwrap_or(0.0),
-            100.0 * rr.mean_corruption_accuracy.unwrap_or(0.0),
+            100.0 * sparse_same_cells,
             100.0 * noise_share
         ),
         seconds: t.elapsed().as_secs_f64(),
