@@ -313,15 +313,12 @@ pub fn run_classifier(
     let model = &subject.model;
     let mut subjects = vec![subject];
     subjects.extend(baseline);
-    if !cfg.attacks.is_empty() {
-        for s in &subjects {
-            if s.model.deck().is_some() {
-                anyhow::bail!(
-                    "{}: attacks on decks are not supported (the gate's top-k choice has no useful input gradient); attack its cards one by one",
-                    s.name
-                );
-            }
-        }
+    // Attacks run on the subject only (not the baseline).
+    if !cfg.attacks.is_empty() && model.deck().is_some() {
+        anyhow::bail!(
+            "{}: attacks on decks are not supported (the gate's top-k choice has no useful input gradient); attack its cards one by one",
+            subject.name
+        );
     }
     let (mut gate_s, mut cards_s, mut gated) = (0.0f64, 0.0f64, 0usize);
     let mut clean_picks = Vec::new();

@@ -371,3 +371,45 @@ fn deck_info_and_eval_commands() {
         "not supported",
     );
 }
+
+#[test]
+fn deck_output_is_the_mean_softmax_of_the_chosen_cards() {
+    use cardc::backend::{Backend, CpuBackend};
+    use cardc::data::{Augment, make_batch};
+    let mut d = gaussian_augmix_deck(Metric::L1, Scope::Input);
+    let test = generate_synthetic(100, Split::Test);
+    let mixed = corrupt_dataset(&test, "gaussian_noise", 5, 0).unwrap();
+    // Half noisy, half clean-ish (blurred) images: both cards get work.
+    let blurred = corrupt_dataset(&test, "defocus_blur", 5, 0).unwrap();
+    let mut ds = mixed.subset(&[0, 1, 2, 3]);
+    ds.images
+        .extend_from_slice(&blurred.subset(&[4, 5, 6, 7]).images);
+    ds.labels.extend_from_slice(&blurred.labels[4..8]);
+    let idx: Vec<usize> = (0..ds.len()).collect();
+    let mut backend = CpuBackend;
+    let probs = |b: &mut CpuBackend, m: usize, d: &Deck| {
+        let c = &d.members[m].card;
+        let (x, _) = make_batch(&ds, &idx, &c.normalization, Augment::None, 0);
+        b.infer(&c.model, &x).unwrap().softmax_rows().data
+    };
+    let (p0, p1) = (probs(&mut backend, 0, &d), probs(&mut backend, 1, &d));
+    let k = d.classes();
+    let out = d.run_batch(&mut backend, &ds, &idx).unwrap();
+    assert!(out.chosen.iter().any(|c| c == &[0]) && out.chosen.iter().any(|c| c == &[1]));
+    for (r, chosen) in out.chosen.iter().enumerate() {
+        let want = if chosen == &[0] { &p0 } else { &p1 };
+        for j in 0..k {
+            let (a, b) = (out.probabilities[r * k + j], want[r * k + j]);
+            assert!((a - b).abs() < 1e-6, "image {r} class {j}: {a} vs {b}");
+        }
+    }
+    d.gate = gate(GateKind::Average, 2, Metric::L1, Scope::Input);
+    let out = d.run_batch(&mut backend, &ds, &idx).unwrap();
+    for (i, v) in out.probabilities.iter().enumerate() {
+        let want = 0.5 * (p0[i] + p1[i]);
+        assert!((v - want).abs() < 1e-6, "{i}: {v} vs {want}");
+    }
+    let p = d.predict(&mut backend, &ds, 3).unwrap();
+    assert_eq!(p.gate_picks, vec![ds.len(), ds.len()]);
+    assert_eq!(p.predicted.len(), ds.len());
+}
