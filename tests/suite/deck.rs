@@ -413,3 +413,96 @@ fn deck_output_is_the_mean_softmax_of_the_chosen_cards() {
     assert_eq!(p.gate_picks, vec![ds.len(), ds.len()]);
     assert_eq!(p.predicted.len(), ds.len());
 }
+
+#[test]
+fn the_c_gate_chooses_the_same_cards_as_the_reference_gate() {
+    use cardc::compile::gate::{GATE_SOURCES, gate_tables_c};
+    let dir = tempfile::tempdir().unwrap();
+    let train = generate_synthetic(100, Split::Train);
+    let test = generate_synthetic(100, Split::Test);
+    // Clean, noisy and blurred inputs.
+    let mut ds = test.subset(&[0, 1, 2, 3, 4, 5]);
+    for (name, sev) in [("gaussian_noise", 2), ("defocus_blur", 3), ("contrast", 4)] {
+        let c = corrupt_dataset(&test.subset(&[6, 7, 8, 9, 10, 11]), name, sev, 0).unwrap();
+        ds.images.extend_from_slice(&c.images);
+        ds.labels.extend_from_slice(&c.labels);
+    }
+    let main = r#"
+#include <stdio.h>
+#include "cardc_gate.h"
+extern const cardc_gate cardc_deck_gate;
+static uint8_t img[3 * 32 * 32];
+static float work[3 * 3 * 32 * 32 + 2 * 32 + 8];
+int main(void) {
+  int32_t chosen[8];
+  while (fread(img, 1, sizeof img, stdin) == sizeof img) {
+    int32_t k = cardc_gate_select(&cardc_deck_gate, img, work, chosen);
+    for (int32_t i = 0; i < k; i++) printf("%d%s", (int)chosen[i], i + 1 < k ? " " : "\n");
+  }
+  return 0;
+}
+"#;
+    for (name, text) in GATE_SOURCES {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    std::fs::write(dir.path().join("main.c"), main).unwrap();
+    for metric in [Metric::L1, Metric::Cosine] {
+        let cfg = BuildConfig {
+            gate: gate(GateKind::Spectral, 2, metric, Scope::Input),
+            limit: 100,
+            seed: 1,
+            augment_of: Vec::new(),
+            data_name: "synthetic:100".into(),
+        };
+        let cards = vec![
+            ("g".to_string(), card("gaussian:0.08", 1)),
+            ("a".to_string(), card("augmix", 2)),
+            ("clean".to_string(), card("flipcrop", 3)),
+        ];
+        let d = deck::build(cards, &train, &cfg).unwrap();
+        std::fs::write(dir.path().join("tables.c"), gate_tables_c(&d)).unwrap();
+        let exe = dir.path().join("gate");
+        let cc = std::process::Command::new("cc")
+            .current_dir(dir.path())
+            .args([
+                "-std=c99",
+                "-O2",
+                "-Wall",
+                "-Werror",
+                "main.c",
+                "cardc_gate.c",
+                "tables.c",
+                "-lm",
+                "-o",
+            ])
+            .arg(&exe)
+            .output()
+            .expect("runs cc");
+        assert!(
+            cc.status.success(),
+            "{}",
+            String::from_utf8_lossy(&cc.stderr)
+        );
+        let mut child = std::process::Command::new(&exe)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&ds.images).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let c_choice: Vec<Vec<usize>> = text
+            .lines()
+            .map(|l| l.split(' ').map(|v| v.parse().unwrap()).collect())
+            .collect();
+        let images: Vec<&[u8]> = (0..ds.len()).map(|i| ds.image(i)).collect();
+        let rust_choice = d.decide(&images);
+        assert_eq!(c_choice, rust_choice, "{metric}");
+        // The inputs exercise more than one choice.
+        assert!(
+            rust_choice.iter().any(|c| c != &rust_choice[0]),
+            "{rust_choice:?}"
+        );
+    }
+}
