@@ -414,9 +414,54 @@ fn deck_output_is_the_mean_softmax_of_the_chosen_cards() {
     assert_eq!(p.predicted.len(), ds.len());
 }
 
+/// Builds the C gate of `deck` in `dir` (which holds the gate sources and
+/// main.c), runs it on `images` and returns its choices.
+fn run_c_gate(dir: &Path, deck: &Deck, images: &[u8]) -> Vec<Vec<usize>> {
+    use std::io::Write;
+    std::fs::write(
+        dir.join("tables.c"),
+        cardc::compile::gate::gate_tables_c(deck),
+    )
+    .unwrap();
+    let exe = dir.join("gate");
+    let cc = std::process::Command::new("cc")
+        .current_dir(dir)
+        .args([
+            "-std=c99",
+            "-O2",
+            "-Wall",
+            "-Werror",
+            "main.c",
+            "cardc_gate.c",
+            "tables.c",
+            "-lm",
+            "-o",
+        ])
+        .arg(&exe)
+        .output()
+        .expect("runs cc");
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let mut child = std::process::Command::new(&exe)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(images).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').map(|v| v.parse().unwrap()).collect())
+        .collect()
+}
+
 #[test]
 fn the_c_gate_chooses_the_same_cards_as_the_reference_gate() {
-    use cardc::compile::gate::{GATE_SOURCES, gate_tables_c};
+    use cardc::compile::gate::GATE_SOURCES;
     let dir = tempfile::tempdir().unwrap();
     let train = generate_synthetic(100, Split::Train);
     let test = generate_synthetic(100, Split::Test);
@@ -427,6 +472,7 @@ fn the_c_gate_chooses_the_same_cards_as_the_reference_gate() {
         ds.images.extend_from_slice(&c.images);
         ds.labels.extend_from_slice(&c.labels);
     }
+    // Reads images of the gate's size from stdin, prints the chosen cards.
     let main = r#"
 #include <stdio.h>
 #include "cardc_gate.h"
@@ -434,9 +480,11 @@ extern const cardc_gate cardc_deck_gate;
 static uint8_t img[3 * 32 * 32];
 static float work[3 * 3 * 32 * 32 + 2 * 32 + 8];
 int main(void) {
+  const cardc_gate *g = &cardc_deck_gate;
+  const size_t n = (size_t)(g->c * g->h * g->w);
   int32_t chosen[8];
-  while (fread(img, 1, sizeof img, stdin) == sizeof img) {
-    int32_t k = cardc_gate_select(&cardc_deck_gate, img, work, chosen);
+  while (fread(img, 1, n, stdin) == n) {
+    int32_t k = cardc_gate_select(g, img, work, chosen);
     for (int32_t i = 0; i < k; i++) printf("%d%s", (int)chosen[i], i + 1 < k ? " " : "\n");
   }
   return 0;
@@ -446,6 +494,33 @@ int main(void) {
         std::fs::write(dir.path().join(name), text).unwrap();
     }
     std::fs::write(dir.path().join("main.c"), main).unwrap();
+    // Power-of-two sides take the radix-2 FFT, others the direct DFT:
+    // a 1x6x10 deck with made-up spectra checks the latter.
+    let mut odd = gaussian_augmix_deck(Metric::L1, Scope::Input);
+    let opts = BuildOptions {
+        width_mult: 0.125,
+        ..Default::default()
+    };
+    let desc = cardc::ir::models::ModelDesc {
+        input: [1, 6, 10],
+        fc: vec![],
+        ..cardc::ir::models::load_desc("conv4").unwrap()
+    };
+    let mut rng = cardc::rng::Rng::new(5);
+    let mut noise = |n: usize, s: f32| -> Vec<f32> { (0..n).map(|_| s * rng.normal()).collect() };
+    for (i, m) in odd.members.iter_mut().enumerate() {
+        let g = cardc::ir::models::build_from_desc(&desc, &opts).unwrap();
+        m.card.model = Model::init(g, i as u64).unwrap();
+        m.signature = noise(60, 1.0);
+    }
+    odd.reference = noise(60, 1.0).iter().map(|v| v - 3.0).collect();
+    let odd_images: Vec<u8> = noise(60 * 12, 100.0)
+        .iter()
+        .map(|v| (v + 128.0).clamp(0.0, 255.0) as u8)
+        .collect();
+    let want = odd.decide(&odd_images.chunks(60).collect::<Vec<_>>());
+    assert_eq!(run_c_gate(dir.path(), &odd, &odd_images), want);
+    assert!(want.iter().any(|c| c != &want[0]), "{want:?}");
     for metric in [Metric::L1, Metric::Cosine] {
         let cfg = BuildConfig {
             gate: gate(GateKind::Spectral, 2, metric, Scope::Input),
@@ -460,42 +535,7 @@ int main(void) {
             ("clean".to_string(), card("flipcrop", 3)),
         ];
         let d = deck::build(cards, &train, &cfg).unwrap();
-        std::fs::write(dir.path().join("tables.c"), gate_tables_c(&d)).unwrap();
-        let exe = dir.path().join("gate");
-        let cc = std::process::Command::new("cc")
-            .current_dir(dir.path())
-            .args([
-                "-std=c99",
-                "-O2",
-                "-Wall",
-                "-Werror",
-                "main.c",
-                "cardc_gate.c",
-                "tables.c",
-                "-lm",
-                "-o",
-            ])
-            .arg(&exe)
-            .output()
-            .expect("runs cc");
-        assert!(
-            cc.status.success(),
-            "{}",
-            String::from_utf8_lossy(&cc.stderr)
-        );
-        let mut child = std::process::Command::new(&exe)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(&ds.images).unwrap();
-        let out = child.wait_with_output().unwrap();
-        let text = String::from_utf8(out.stdout).unwrap();
-        let c_choice: Vec<Vec<usize>> = text
-            .lines()
-            .map(|l| l.split(' ').map(|v| v.parse().unwrap()).collect())
-            .collect();
+        let c_choice = run_c_gate(dir.path(), &d, &ds.images);
         let images: Vec<&[u8]> = (0..ds.len()).map(|i| ds.image(i)).collect();
         let rust_choice = d.decide(&images);
         assert_eq!(c_choice, rust_choice, "{metric}");
