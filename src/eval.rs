@@ -1,9 +1,13 @@
-//! Evaluation: accuracy, expected calibration error, per-class accuracy.
+//! Evaluation: accuracy, expected calibration error, per-class accuracy,
+//! of a card or a deck ([`Classifier`]).
 
 use crate::backend::Backend;
+use crate::card::Card;
 use crate::data::{Augment, Dataset, Normalization, make_batch};
+use crate::deck::Deck;
 use crate::model::Model;
 use serde::{Deserialize, Serialize};
+use std::time::Instant;
 
 /// Number of confidence bins for the expected calibration error.
 pub const ECE_BINS: usize = 15;
@@ -15,6 +19,66 @@ pub struct Predictions {
     pub predicted: Vec<usize>,
     pub confidence: Vec<f32>,
     pub labels: Vec<u32>,
+    /// Decks only: per member, the images whose gate chose it (empty for a card).
+    pub gate_picks: Vec<usize>,
+    /// Seconds spent in a deck's gate (0 for a card).
+    pub gate_seconds: f64,
+    /// Seconds spent in forward passes.
+    pub model_seconds: f64,
+}
+
+/// What can be evaluated: one card, or a deck of them behind its gate.
+#[derive(Clone, Copy, Debug)]
+pub enum Classifier<'a> {
+    Card(&'a Card),
+    Deck(&'a Deck),
+}
+
+impl Classifier<'_> {
+    /// `[C, H, W]` of the inputs.
+    pub fn input_shape(&self) -> [usize; 3] {
+        match self {
+            Classifier::Card(c) => c.model.graph.input_shape(),
+            Classifier::Deck(d) => d.input_shape(),
+        }
+    }
+
+    /// Number of output classes.
+    pub fn classes(&self) -> usize {
+        match self {
+            Classifier::Card(c) => c.model.graph.classes(),
+            Classifier::Deck(d) => d.classes(),
+        }
+    }
+
+    /// One name per class.
+    pub fn class_names(&self) -> &[String] {
+        match self {
+            Classifier::Card(c) => &c.class_names,
+            Classifier::Deck(d) => d.class_names(),
+        }
+    }
+
+    /// The deck, if this is one.
+    pub fn deck(&self) -> Option<&Deck> {
+        match self {
+            Classifier::Card(_) => None,
+            Classifier::Deck(d) => Some(d),
+        }
+    }
+
+    /// Predictions on `ds`, `batch` images per forward pass.
+    pub fn predict(
+        &self,
+        backend: &mut dyn Backend,
+        ds: &Dataset,
+        batch: usize,
+    ) -> anyhow::Result<Predictions> {
+        match self {
+            Classifier::Card(c) => predict(backend, &c.model, ds, &c.normalization, batch),
+            Classifier::Deck(d) => d.predict(backend, ds, batch),
+        }
+    }
 }
 
 /// Summary of an evaluation.
@@ -52,7 +116,9 @@ pub fn predict(
     while start < n {
         let idx: Vec<usize> = (start..(start + batch).min(n)).collect();
         let (x, labels) = make_batch(ds, &idx, norm, Augment::None, 0);
+        let t = Instant::now();
         let logits = backend.infer(model, &x)?;
+        p.model_seconds += t.elapsed().as_secs_f64();
         let probs = logits.softmax_rows();
         let k = probs.shape.last().copied().unwrap_or(1);
         for (row, &l) in probs.data.chunks(k).zip(&labels) {
@@ -164,6 +230,7 @@ mod tests {
             predicted: vec![0, 0, 0, 0, 1, 1, 1, 1],
             confidence: vec![0.9, 0.9, 0.9, 0.9, 0.6, 0.6, 0.6, 0.6],
             labels: vec![0, 0, 1, 1, 1, 1, 1, 0],
+            ..Predictions::default()
         };
         let (ece, diag) = calibration(&p, 15);
         assert!((ece - 0.275).abs() < 1e-6, "{ece}");
@@ -181,6 +248,7 @@ mod tests {
             predicted: vec![0; 4],
             confidence: vec![1.0; 4],
             labels: vec![0; 4],
+            ..Predictions::default()
         };
         assert!(calibration(&p, 15).0.abs() < 1e-12);
     }

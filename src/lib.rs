@@ -14,6 +14,7 @@ pub mod compile;
 pub mod compress;
 pub mod corrupt;
 pub mod data;
+pub mod deck;
 pub mod eval;
 pub mod ir;
 pub mod model;

@@ -2,18 +2,20 @@
 //! adversarial accuracy, a comparison with a baseline, and a report
 //! directory (the work lives in [`crate::robust`]).
 
-use crate::card::Card;
+use crate::card::{Card, Kind};
 use crate::corrupt;
 use crate::data::cifar10c::Cifar10C;
 use crate::data::{self, DataSpec, Dataset, Split};
+use crate::deck::Deck;
+use crate::eval::Classifier;
 use crate::robust::AttackSpec;
 use crate::robust::report::write_run_dir;
-use crate::robust::suite::{self, CorruptionSource, Subject, SuiteConfig};
+use crate::robust::suite::{self, CorruptionSource, Evaluee, SuiteConfig};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
-    /// A .card or .onnx model (.deck arrives with the CARD-Deck milestone).
+    /// A .card, .deck or .onnx model.
     #[arg(long)]
     pub model: PathBuf,
     /// Dataset: cifar10:DIR, imagefolder:DIR, synthetic[:N], or cifar10c:DIR
@@ -55,16 +57,41 @@ pub struct EvalArgs {
     pub seed: u64,
 }
 
-/// Loads a `.card` or imports an `.onnx`; refuses decks for now.
+/// Loads a `.card` or imports an `.onnx`.
 pub fn load_model(path: &Path) -> anyhow::Result<Card> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     match ext.to_ascii_lowercase().as_str() {
-        "deck" => anyhow::bail!(
-            "{}: evaluating decks is not built yet (it arrives with CARD-Deck); pass a .card or .onnx",
-            path.display()
-        ),
         "onnx" => crate::onnx::import_file(path, &crate::onnx::ImportOptions::default()),
         _ => Ok(Card::load(path)?),
+    }
+}
+
+/// What `--model`/`--baseline` name: a card (or ONNX model) or a deck.
+pub enum Loaded {
+    Card(Box<Card>),
+    Deck(Box<Deck>),
+}
+
+impl Loaded {
+    /// The evaluation view of it.
+    pub fn classifier(&self) -> Classifier<'_> {
+        match self {
+            Loaded::Card(c) => Classifier::Card(c),
+            Loaded::Deck(d) => Classifier::Deck(d),
+        }
+    }
+}
+
+/// Loads a deck (`.deck`, or any cardc file whose header says deck), a
+/// card, or imports an `.onnx`.
+pub fn load_any(path: &Path) -> anyhow::Result<Loaded> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let is_deck = ext.eq_ignore_ascii_case("deck")
+        || crate::card::read_header(path).is_ok_and(|h| h.kind == Kind::Deck);
+    if is_deck {
+        Ok(Loaded::Deck(Box::new(Deck::load(path)?)))
+    } else {
+        Ok(Loaded::Card(Box::new(load_model(path)?)))
     }
 }
 
@@ -114,8 +141,14 @@ pub fn run(a: EvalArgs, json: bool) -> anyhow::Result<()> {
         anyhow::ensure!(n >= 1, "--limit must be at least 1");
     }
 
-    let card = load_model(&a.model)?;
-    let baseline = a.baseline.as_deref().map(load_model).transpose()?;
+    let loaded = load_any(&a.model)?;
+    if !attacks.is_empty() && matches!(loaded, Loaded::Deck(_)) {
+        anyhow::bail!(
+            "{}: --attack on a deck is not supported (the gate's top-k choice has no useful input gradient); attack its cards one by one",
+            a.model.display()
+        );
+    }
+    let baseline = a.baseline.as_deref().map(load_any).transpose()?;
 
     // The clean images and where the corrupted cells come from.
     let c10c = match a.data.strip_prefix("cifar10c:") {
@@ -156,14 +189,15 @@ pub fn run(a: EvalArgs, json: bool) -> anyhow::Result<()> {
         anyhow::bail!("--attack needs clean images: add --clean-data cifar10:DIR to cifar10c data");
     }
 
-    let subject = Subject {
+    let model = loaded.classifier();
+    let subject = Evaluee {
         name: a.model.display().to_string(),
-        card: &card,
+        model,
     };
     let base_subject = match (&a.baseline, &baseline) {
-        (Some(p), Some(b)) => Some(Subject {
+        (Some(p), Some(b)) => Some(Evaluee {
             name: p.display().to_string(),
-            card: b,
+            model: b.classifier(),
         }),
         _ => None,
     };
@@ -185,7 +219,7 @@ pub fn run(a: EvalArgs, json: bool) -> anyhow::Result<()> {
         cfg.corruptions.len() * cfg.severities.len(),
         cfg.attacks.len()
     );
-    let r = suite::run(
+    let r = suite::run_classifier(
         backend.as_mut(),
         &subject,
         base_subject.as_ref(),
@@ -205,7 +239,7 @@ pub fn run(a: EvalArgs, json: bool) -> anyhow::Result<()> {
             r.ece.unwrap_or(0.0)
         );
         for (i, pc) in r.per_class.iter().enumerate() {
-            let name = card.class_names.get(i).unwrap_or(&pc.class);
+            let name = model.class_names().get(i).unwrap_or(&pc.class);
             eprintln!(
                 "  {:<12} {:>6.2}%  ({} images)",
                 name,
@@ -220,6 +254,28 @@ pub fn run(a: EvalArgs, json: bool) -> anyhow::Result<()> {
             "mean corruption accuracy {:.2}%, pooled corrupted ECE {:.4}",
             100.0 * r.mean_corruption_accuracy.unwrap_or(0.0),
             r.corrupted_ece.unwrap_or(0.0)
+        );
+    }
+    if let Some(g) = &r.gate_picks {
+        eprintln!("\ngate: {}", g.gate);
+        let clean: Vec<f64> = g
+            .members
+            .iter()
+            .map(|m| g.clean.get(m).copied().unwrap_or(0.0))
+            .collect();
+        if r.accuracy.is_some() {
+            eprintln!(
+                "clean images answered by: {}",
+                crate::robust::table::describe_picks(&g.members, &clean)
+            );
+        }
+        let picks = r.corruption_table.gate_picks_markdown();
+        if !picks.is_empty() {
+            eprintln!("cards the gate chose per cell (share of images):\n{picks}");
+        }
+        eprintln!(
+            "gate {:.1} µs/image, chosen cards {:.1} µs/image",
+            g.gate_us_per_image, g.cards_us_per_image
         );
     }
     if let Some(b) = &r.baseline

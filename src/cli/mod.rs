@@ -34,6 +34,7 @@ pub struct Cli {
 }
 
 /// Arguments of a command that a later milestone implements.
+#[allow(dead_code)] // every command is built now; kept for the next milestone's
 #[derive(clap::Args, Debug)]
 pub struct Pending {
     /// Arguments (not interpreted yet).
@@ -74,11 +75,11 @@ pub enum Command {
 }
 
 /// Which milestone brings a command that is not built yet.
+#[allow(dead_code)] // every command is built now; kept for the next milestone's
 pub(crate) fn pending(name: &str) -> anyhow::Error {
     let what = match name {
         "prune" => "compression (FT, GMP, LTH, LRR, EP, BiProp, RigL)",
         "corrupt" | "report" => "robustness evaluation",
-        "deck" => "CARD-Deck",
         "compile" | "run" => "the compiler and target runtimes",
         "export" | "import" => "ONNX import/export",
         _ => "a later milestone",

@@ -10,6 +10,7 @@
 
 pub mod artifact;
 pub mod emit_c;
+pub mod gate;
 pub mod lower;
 pub mod pack;
 pub mod plan;

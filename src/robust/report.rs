@@ -16,7 +16,8 @@
 //! `DIR/report.md` from them.
 
 use super::plot::{self, esc};
-use super::suite::RobustReport;
+use super::suite::{GatePicks, RobustReport};
+use super::table::describe_picks;
 use anyhow::Context;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -164,6 +165,16 @@ fn reliability(r: &RobustReport) -> String {
     plot::reliability_svg(&series, &format!("{}: reliability", r.model))
 }
 
+/// The clean-set picks of a deck's gate in words (`a 60% · b 40%`).
+fn clean_picks(g: &GatePicks) -> String {
+    let v: Vec<f64> = g
+        .members
+        .iter()
+        .map(|m| g.clean.get(m).copied().unwrap_or(0.0))
+        .collect();
+    describe_picks(&g.members, &v)
+}
+
 /// Summary rows shared by both page formats: (label, value per report).
 fn summary_rows(reports: &[(String, RobustReport)]) -> Vec<(String, Vec<String>)> {
     let mut rows = vec![
@@ -237,6 +248,21 @@ pub fn markdown(reports: &[(String, RobustReport)]) -> String {
                 format!("{rel}/heatmap.png")
             };
             let _ = writeln!(s, "\n![accuracy heatmap]({img})");
+        }
+        if let Some(g) = &r.gate_picks {
+            let _ = writeln!(s, "\nDeck gate: {}.\n", g.gate);
+            let _ = writeln!(
+                s,
+                "Clean images answered by: {}; gate {:.1} µs/image, chosen cards {:.1} µs/image.",
+                clean_picks(g),
+                g.gate_us_per_image,
+                g.cards_us_per_image
+            );
+            let picks = r.corruption_table.gate_picks_markdown();
+            if !picks.is_empty() {
+                s += "\nCards the gate chose per cell (share of images):\n\n";
+                s += &picks;
+            }
         }
         if let Some(b) = &r.baseline {
             let _ = writeln!(
@@ -332,6 +358,33 @@ pub fn html(reports: &[(String, RobustReport)]) -> String {
                 .collect();
             s += "<h3>Corruptions (accuracy % / ECE per cell)</h3>\n";
             s += &html_table(&head, &rows);
+        }
+        if let Some(g) = &r.gate_picks {
+            let _ = writeln!(
+                s,
+                "<h3>Deck gate</h3><p>{}; clean images answered by {}; gate {:.1} µs/image, chosen cards {:.1} µs/image</p>",
+                esc(&g.gate),
+                esc(&clean_picks(g)),
+                g.gate_us_per_image,
+                g.cards_us_per_image
+            );
+            if !t.gate_picks.is_empty() {
+                let mut head = vec!["corruption".to_string()];
+                head.extend(t.severities.iter().map(|v| format!("s{v}")));
+                let rows: Vec<(String, Vec<String>)> = t
+                    .corruptions
+                    .iter()
+                    .zip(&t.gate_picks)
+                    .map(|(c, row)| {
+                        let cells = row
+                            .iter()
+                            .map(|p| describe_picks(&t.gate_members, p))
+                            .collect();
+                        (c.clone(), cells)
+                    })
+                    .collect();
+                s += &html_table(&head, &rows);
+            }
         }
         if let Some(b) = &r.baseline {
             let _ = writeln!(

@@ -10,7 +10,7 @@ use crate::card::Card;
 use crate::corrupt::corrupt_dataset;
 use crate::data::cifar10c::Cifar10C;
 use crate::data::{Dataset, Normalization};
-use crate::eval::{self, ClassAccuracy, ECE_BINS, Predictions};
+use crate::eval::{self, ClassAccuracy, Classifier, ECE_BINS, Predictions};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -65,6 +65,40 @@ pub struct SuiteConfig {
 pub struct Subject<'a> {
     pub name: String,
     pub card: &'a Card,
+}
+
+/// A card or a deck to evaluate and the name reports give it.
+pub struct Evaluee<'a> {
+    pub name: String,
+    pub model: Classifier<'a>,
+}
+
+impl<'a> From<&Subject<'a>> for Evaluee<'a> {
+    fn from(s: &Subject<'a>) -> Evaluee<'a> {
+        Evaluee {
+            name: s.name.clone(),
+            model: Classifier::Card(s.card),
+        }
+    }
+}
+
+/// What a deck's gate chose (the `gate_picks` of `eval --json`): per
+/// member, the fraction of images it answered for, on the clean set and
+/// per corruption cell, and what the gate cost.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GatePicks {
+    /// Member names in deck order.
+    pub members: Vec<String>,
+    /// The gate settings in words.
+    pub gate: String,
+    /// `{member: fraction}` on the clean images.
+    pub clean: BTreeMap<String, f64>,
+    /// `{corruption: {severity: {member: fraction}}}`.
+    pub corruptions: BTreeMap<String, BTreeMap<String, BTreeMap<String, f64>>>,
+    /// Mean gate time per image (spectrum, distances, selection), µs.
+    pub gate_us_per_image: f64,
+    /// Mean time per image of the chosen cards' forward passes, µs.
+    pub cards_us_per_image: f64,
 }
 
 /// Accuracy under one attack.
@@ -127,6 +161,9 @@ pub struct RobustReport {
     /// The ordered table (rows in reference order) the maps come from.
     pub corruption_table: CorruptionTable,
     pub baseline: Option<BaselineComparison>,
+    /// Decks only: which cards the gate chose, clean and per cell.
+    #[serde(default)]
+    pub gate_picks: Option<GatePicks>,
     /// `{spec: accuracy}` under each attack.
     pub attacks: BTreeMap<String, f64>,
     pub attack_details: Vec<AttackResult>,
@@ -137,7 +174,12 @@ pub struct RobustReport {
 
 /// Checks that `ds` fits `card` (image shape, labels within its classes).
 pub fn check_compatible(card: &Card, name: &str, ds: &Dataset) -> anyhow::Result<()> {
-    let [c, h, w] = card.model.graph.input_shape();
+    check_fits(&Classifier::Card(card), name, ds)
+}
+
+/// Checks that `ds` fits a card or deck (image shape, labels within its classes).
+pub fn check_fits(model: &Classifier, name: &str, ds: &Dataset) -> anyhow::Result<()> {
+    let [c, h, w] = model.input_shape();
     anyhow::ensure!(
         [c, h, w] == [ds.channels, ds.height, ds.width],
         "{name} takes {c}x{h}x{w} images but {} has {}x{}x{}",
@@ -146,7 +188,7 @@ pub fn check_compatible(card: &Card, name: &str, ds: &Dataset) -> anyhow::Result
         ds.height,
         ds.width
     );
-    let classes = card.model.graph.classes();
+    let classes = model.classes();
     if let Some(bad) = ds.labels.iter().find(|&&l| l as usize >= classes) {
         anyhow::bail!(
             "{} has label {bad} but {name} has {classes} classes",
@@ -218,14 +260,44 @@ pub fn attack_accuracy(
     })
 }
 
-/// Runs the evaluation. `clean` is the clean test set (needed for clean
-/// accuracy and attacks); `source` provides the corrupted cells (needed
-/// when `cfg.corruptions` is not empty). The baseline is evaluated on the
-/// same clean images and cells.
+/// Per member, the fraction of `p`'s images the gate chose it for.
+fn pick_fractions(p: &Predictions) -> Vec<f64> {
+    let n = p.labels.len().max(1) as f64;
+    p.gate_picks.iter().map(|&k| k as f64 / n).collect()
+}
+
+/// Runs the evaluation of a card (see [`run_classifier`]).
 pub fn run(
     backend: &mut dyn Backend,
     subject: &Subject,
     baseline: Option<&Subject>,
+    data_name: &str,
+    clean: Option<&Dataset>,
+    source: Option<&CorruptionSource>,
+    cfg: &SuiteConfig,
+) -> anyhow::Result<RobustReport> {
+    let base = baseline.map(Evaluee::from);
+    run_classifier(
+        backend,
+        &Evaluee::from(subject),
+        base.as_ref(),
+        data_name,
+        clean,
+        source,
+        cfg,
+    )
+}
+
+/// Runs the evaluation of a card or deck. `clean` is the clean test set
+/// (needed for clean accuracy and attacks); `source` provides the corrupted
+/// cells (needed when `cfg.corruptions` is not empty). The baseline is
+/// evaluated on the same clean images and cells. Decks also report which
+/// cards their gate chose; attacks on a deck are refused (its top-k gate has
+/// no useful input gradient, so a white-box number would overstate it).
+pub fn run_classifier(
+    backend: &mut dyn Backend,
+    subject: &Evaluee,
+    baseline: Option<&Evaluee>,
     data_name: &str,
     clean: Option<&Dataset>,
     source: Option<&CorruptionSource>,
@@ -238,18 +310,32 @@ pub fn run(
         }
     };
     let batch = cfg.batch.max(1);
-    let card = subject.card;
+    let model = &subject.model;
     let mut subjects = vec![subject];
     subjects.extend(baseline);
+    // Attacks run on the subject only (not the baseline).
+    if !cfg.attacks.is_empty() && model.deck().is_some() {
+        anyhow::bail!(
+            "{}: attacks on decks are not supported (the gate's top-k choice has no useful input gradient); attack its cards one by one",
+            subject.name
+        );
+    }
+    let (mut gate_s, mut cards_s, mut gated) = (0.0f64, 0.0f64, 0usize);
+    let mut clean_picks = Vec::new();
 
     // Clean accuracy and calibration.
     let (mut clean_acc, mut base_clean_acc) = (None, None);
     let mut report_clean = None;
     if let Some(ds) = clean {
         for s in &subjects {
-            check_compatible(s.card, &s.name, ds)?;
+            check_fits(&s.model, &s.name, ds)?;
         }
-        let r = eval::evaluate(backend, &card.model, ds, &card.normalization, batch)?;
+        let p = model.predict(backend, ds, batch)?;
+        clean_picks = pick_fractions(&p);
+        gate_s += p.gate_seconds;
+        cards_s += p.model_seconds;
+        gated += p.labels.len();
+        let r = eval::summarize(&p, &ds.class_names);
         say(format!(
             "clean: accuracy {:.2}%, ECE {:.4} ({} images)",
             100.0 * r.accuracy,
@@ -258,7 +344,7 @@ pub fn run(
         ));
         clean_acc = Some(r.accuracy);
         if let Some(b) = baseline {
-            let rb = eval::evaluate(backend, &b.card.model, ds, &b.card.normalization, batch)?;
+            let rb = eval::summarize(&b.model.predict(backend, ds, batch)?, &ds.class_names);
             say(format!(
                 "baseline clean: accuracy {:.2}%",
                 100.0 * rb.accuracy
@@ -271,6 +357,13 @@ pub fn run(
     // The corruption table (and the baseline's on the same cells).
     let mut table = CorruptionTable::new(&cfg.corruptions, &cfg.severities);
     let mut base_table = table.clone();
+    let members: Vec<String> = model
+        .deck()
+        .map(|d| d.members.iter().map(|m| m.name.clone()).collect())
+        .unwrap_or_default();
+    if !members.is_empty() {
+        table = table.with_gate_members(&members);
+    }
     let mut pooled = Predictions::default();
     if !table.is_empty() {
         let source = source.ok_or_else(|| {
@@ -281,16 +374,21 @@ pub fn run(
             for (col, &sev) in cfg.severities.iter().enumerate() {
                 let ds = source.cell(name, sev, cfg.limit)?;
                 for s in &subjects {
-                    check_compatible(s.card, &s.name, &ds)?;
+                    check_fits(&s.model, &s.name, &ds)?;
                 }
-                let p = eval::predict(backend, &card.model, &ds, &card.normalization, batch)?;
+                let p = model.predict(backend, &ds, batch)?;
+                if !members.is_empty() {
+                    table.gate_picks[r][col] = pick_fractions(&p);
+                }
+                gate_s += p.gate_seconds;
+                cards_s += p.model_seconds;
+                gated += p.labels.len();
                 table.accuracy[r][col] = accuracy_of(&p);
                 table.ece[r][col] = eval::calibration(&p, ECE_BINS).0;
                 table.images[r][col] = p.labels.len();
                 extend(&mut pooled, p);
                 if let Some(b) = baseline {
-                    let pb =
-                        eval::predict(backend, &b.card.model, &ds, &b.card.normalization, batch)?;
+                    let pb = b.model.predict(backend, &ds, batch)?;
                     base_table.accuracy[r][col] = accuracy_of(&pb);
                     base_table.ece[r][col] = eval::calibration(&pb, ECE_BINS).0;
                     base_table.images[r][col] = pb.labels.len();
@@ -364,6 +462,9 @@ pub fn run(
         })?;
         for (text, spec) in &cfg.attacks {
             let ta = Instant::now();
+            let Classifier::Card(card) = model else {
+                anyhow::bail!("{}: attacks on decks are not supported", subject.name);
+            };
             let acc = attack_accuracy(
                 backend,
                 &card.model,
@@ -391,6 +492,19 @@ pub fn run(
     }
 
     let names = &table.corruptions;
+    let per_image = |s: f64| 1e6 * s / gated.max(1) as f64;
+    let gate_picks = model.deck().map(|d| GatePicks {
+        members: members.clone(),
+        gate: d.gate.to_string(),
+        clean: members
+            .iter()
+            .cloned()
+            .zip(clean_picks.iter().copied())
+            .collect(),
+        corruptions: table.gate_picks_map(),
+        gate_us_per_image: per_image(gate_s),
+        cards_us_per_image: per_image(cards_s),
+    });
     Ok(RobustReport {
         model: subject.name.clone(),
         data: data_name.to_string(),
@@ -421,6 +535,7 @@ pub fn run(
         corrupted_reliability,
         corruption_table: table,
         baseline: baseline_cmp,
+        gate_picks,
         attacks,
         attack_details: details,
         seed: cfg.seed,

@@ -17,6 +17,13 @@ pub struct CorruptionTable {
     pub ece: Vec<Vec<f64>>,
     /// Images per cell.
     pub images: Vec<Vec<usize>>,
+    /// Decks only: the member cards, in deck order (empty for a card).
+    #[serde(default)]
+    pub gate_members: Vec<String>,
+    /// Decks only: `gate_picks[corruption][severity][member]`, the fraction
+    /// of the cell's images for which the gate chose that member.
+    #[serde(default)]
+    pub gate_picks: Vec<Vec<Vec<f64>>>,
 }
 
 fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
@@ -34,7 +41,62 @@ impl CorruptionTable {
             accuracy: vec![vec![0.0; c]; r],
             ece: vec![vec![0.0; c]; r],
             images: vec![vec![0; c]; r],
+            gate_members: Vec::new(),
+            gate_picks: Vec::new(),
         }
+    }
+
+    /// Makes room for a deck's gate picks (all zero) per cell.
+    pub fn with_gate_members(mut self, members: &[String]) -> CorruptionTable {
+        let (r, c) = (self.corruptions.len(), self.severities.len());
+        self.gate_members = members.to_vec();
+        self.gate_picks = vec![vec![vec![0.0; members.len()]; c]; r];
+        self
+    }
+
+    /// `{corruption: {severity: {member: fraction}}}` of the gate picks
+    /// (empty for a card).
+    pub fn gate_picks_map(&self) -> BTreeMap<String, BTreeMap<String, BTreeMap<String, f64>>> {
+        self.corruptions
+            .iter()
+            .zip(&self.gate_picks)
+            .map(|(c, row)| {
+                let cells = self
+                    .severities
+                    .iter()
+                    .zip(row)
+                    .map(|(s, picks)| {
+                        let named = self.gate_members.iter().cloned().zip(picks.iter().copied());
+                        (s.to_string(), named.collect())
+                    })
+                    .collect();
+                (c.clone(), cells)
+            })
+            .collect()
+    }
+
+    /// The gate picks as Markdown: per cell, each member the gate chose
+    /// with the percentage of images it answered for (`name 97%`), most
+    /// picked first. Empty for a card.
+    pub fn gate_picks_markdown(&self) -> String {
+        if self.gate_members.is_empty() || self.gate_picks.is_empty() {
+            return String::new();
+        }
+        let mut s = String::from("| corruption |");
+        for sev in &self.severities {
+            s += &format!(" s{sev} |");
+        }
+        s += "\n|---|";
+        s += &"---|".repeat(self.severities.len());
+        s.push('\n');
+        for (c, row) in self.corruptions.iter().zip(&self.gate_picks) {
+            s += &format!("| {c} |");
+            for picks in row {
+                s += &format!(" {} |", describe_picks(&self.gate_members, picks));
+            }
+            s.push('\n');
+        }
+        s
     }
 
     /// Whether the table has no cell.
@@ -165,6 +227,23 @@ impl CorruptionTable {
     }
 }
 
+/// `a 97% · b 3%`: the members with a nonzero share, largest first (ties
+/// in member order); `–` when none was picked.
+pub fn describe_picks(members: &[String], picks: &[f64]) -> String {
+    let mut order: Vec<usize> = (0..picks.len().min(members.len()))
+        .filter(|&i| picks[i] > 0.0)
+        .collect();
+    order.sort_by(|&a, &b| picks[b].total_cmp(&picks[a]).then(a.cmp(&b)));
+    if order.is_empty() {
+        return "–".into();
+    }
+    order
+        .iter()
+        .map(|&i| format!("{} {:.0}%", members[i], 100.0 * picks[i]))
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
 /// Mean of the defined values, `None` if there are none.
 pub fn mean_defined(v: &[Option<f64>]) -> Option<f64> {
     mean(v.iter().flatten().copied())
@@ -204,9 +283,22 @@ mod tests {
         // a: (0.1+0.2+0.3)/(0.2+0.4+0.6) = 0.5; b: baseline error 0 → undefined.
         assert!((ce[0].unwrap() - 0.5).abs() < 1e-12);
         assert!(ce[1].is_none());
+        assert!(t.gate_picks_markdown().is_empty());
         assert!((mean_defined(&ce).unwrap() - 0.5).abs() < 1e-12);
         let rce = t.relative_corruption_errors(0.95, &base, 0.9);
         // a: (0.05+0.15+0.25)/(0.1+0.3+0.5) = 0.5
         assert!((rce[0].unwrap() - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn gate_picks_per_cell() {
+        let mut t = table().with_gate_members(&["g".into(), "a".into()]);
+        t.gate_picks[0][0] = vec![0.25, 0.75];
+        t.gate_picks[1][2] = vec![1.0, 0.0];
+        assert_eq!(t.gate_picks_map()["a"]["1"]["a"], 0.75);
+        let md = t.gate_picks_markdown();
+        assert!(md.contains("| a | a 75% · g 25% | – | – |"), "{md}");
+        assert!(md.contains("| b | – | – | g 100% |"), "{md}");
+        assert_eq!(describe_picks(&["x".into()], &[0.0]), "–");
     }
 }

@@ -28,6 +28,7 @@ fn quick_demo_runs_every_built_stage() {
         "info",
         "prune",
         "corruptions",
+        "deck",
         "compile+run host",
         "export onnx",
     ] {
@@ -39,4 +40,7 @@ fn quick_demo_runs_every_built_stage() {
     assert!(out.join("dense.card").exists());
     let sparse = cardc::card::Card::load(&out.join("lrr80.card")).expect("pruned card");
     assert!((sparse.model.sparsity() - 0.8).abs() < 1e-4);
+    assert!(sparse.provenance.augment.starts_with("gaussian"));
+    let deck = cardc::deck::Deck::load(&out.join("deck.deck")).expect("deck");
+    assert_eq!(deck.members.len(), 2);
 }

@@ -10,6 +10,7 @@ mod compile_measure;
 mod corrupt;
 mod cpu_gradcheck;
 mod data;
+mod deck;
 mod demo;
 mod ir;
 mod onnx;
