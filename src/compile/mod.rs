@@ -10,10 +10,12 @@
 
 pub mod artifact;
 pub mod emit_c;
+pub mod layout;
 pub mod lower;
 pub mod pack;
 pub mod plan;
 pub mod target;
+pub mod tract_bench;
 
 pub use lower::FormatChoice;
 pub use pack::Format;
@@ -58,7 +60,7 @@ pub struct Report {
     pub arena_bytes: u64,
     /// Max over schedule steps of the bytes live at that step.
     pub arena_lower_bound_bytes: u64,
-    /// im2row patch buffer besides the arena.
+    /// Padded-input buffer of the matrix layers, besides the arena.
     pub scratch_bytes: u64,
     /// arena + scratch.
     pub ram_bytes: u64,
@@ -115,8 +117,7 @@ pub fn compile(card: &Card, opts: &Options, out: &Path) -> anyhow::Result<Report
     plan::verify(&iv, &mem).map_err(|e| anyhow::anyhow!("memory planner: {e}"))?;
     let scratch_floats = program
         .mat_layers()
-        .filter(|l| !(l.geom.kh == 1 && l.geom.kw == 1 && l.geom.ph == 0 && l.geom.pw == 0))
-        .map(|l| l.geom.cols())
+        .map(|l| layout::Padded::of(&l.geom).scratch_floats(&l.geom))
         .max()
         .unwrap_or(0);
     let ram = mem.arena_bytes as u64 + 4 * scratch_floats as u64;
