@@ -76,6 +76,10 @@ def main():
     ap.add_argument("--card", action="append", required=True, help="NAME=PATH; the first is the dense baseline")
     ap.add_argument("--data", required=True, help="CIFAR-10 binary directory")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--tract-python", metavar="DIR",
+                    help="also time tract through its Python bindings (pip install --target DIR tract==0.23.9, "
+                         "the crate's version, release-built)")
+    ap.add_argument("--no-tract-cardc", action="store_true", help="skip `cardc bench infer`")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--images", type=int, default=200, help="images per artifact run")
     ap.add_argument("--iters", type=int, default=200, help="ORT/tract runs per round")
@@ -121,7 +125,29 @@ def main():
             return float(last.split()[-1])
         return f
 
-    runners = [("onnxruntime", ort_run), ("tract", tract_run)] + [(n, art_run(d)) for n, d in arts.items()]
+    runners = [("onnxruntime", ort_run)]
+    if not a.no_tract_cardc:
+        runners.append(("tract", tract_run))
+    if a.tract_python:
+        sys.path.append(a.tract_python)
+        import tract
+
+        m = tract.onnx().load(onnx)
+        m.set_input_fact(0, "1,3,32,32,f32")
+        trun = m.into_model().into_runnable()
+
+        def tract_py_run():
+            for _ in range(max(1, a.iters // 10)):
+                trun.run([x])
+            t = []
+            for _ in range(a.iters):
+                t0 = time.perf_counter()
+                trun.run([x])
+                t.append((time.perf_counter() - t0) * 1e3)
+            return statistics.median(t)
+
+        runners.append(("tract-python", tract_py_run))
+    runners += [(n, art_run(d)) for n, d in arts.items()]
     rounds = {n: [] for n, _ in runners}
     for r in range(a.rounds):
         k = r % len(runners)
