@@ -65,6 +65,66 @@ impl Padded {
     }
 }
 
+/// Where each step's padded input and output live: matrix layers read a
+/// padded copy of their input from buffer `A`, except when the previous
+/// step (a matrix layer whose output nothing else reads) wrote its output
+/// straight into this layer's padded layout ("handoff": stride-1 consumers
+/// only, where the layout is a plain zero-bordered image). A producer writes
+/// into the buffer its own input does not occupy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Buffers {
+    /// Per step: the buffer (0 = A, 1 = B) holding its padded input, for
+    /// matrix layers.
+    pub input: Vec<Option<u8>>,
+    /// Per step: the buffer its output is handed off into (else the arena).
+    pub handoff: Vec<Option<u8>>,
+    /// Floats of buffers A and B.
+    pub floats: [usize; 2],
+}
+
+/// Plans the padded-input buffers of `program`.
+pub fn buffers(program: &super::lower::Program) -> Buffers {
+    use super::lower::Step;
+    let n = program.steps.len();
+    let mut readers = vec![0usize; program.values.len()];
+    for s in &program.steps {
+        for v in s.inputs() {
+            readers[v] += 1;
+        }
+    }
+    let mut b = Buffers {
+        input: vec![None; n],
+        handoff: vec![None; n],
+        floats: [0, 0],
+    };
+    for i in 0..n {
+        let Step::Mat { layer, out, .. } = &program.steps[i] else {
+            continue;
+        };
+        let g = &layer.geom;
+        let buf = b.input[i].unwrap_or(0);
+        b.input[i] = Some(buf);
+        let need = Padded::of(g).scratch_floats(g);
+        b.floats[buf as usize] = b.floats[buf as usize].max(need);
+        if let Some(Step::Mat {
+            layer: next,
+            input: next_in,
+            ..
+        }) = program.steps.get(i + 1)
+            && *next_in == *out
+            && readers[*out] == 1
+            && *out != program.output
+            && next.geom.sw == 1
+            && (next.geom.ic, next.geom.ih, next.geom.iw) == (g.oc, g.oh, g.ow)
+        {
+            let other = 1 - buf;
+            b.handoff[i] = Some(other);
+            b.input[i + 1] = Some(other);
+        }
+    }
+    b
+}
+
 /// Scratch offsets of the patch elements in the dense kernels' `(ci, ky, kx)`
 /// order.
 pub fn dense_offsets(g: &Geom) -> Vec<i32> {

@@ -163,7 +163,7 @@ static void tile_setup(const cardc_layer *L, int32_t t0, int32_t nvec, int32_t n
     int32_t t = t0 + v < nvec ? t0 + v : t0;
     int32_t oy = t / nvx, ox0 = (t % nvx) * 8, left = L->ow - ox0;
     base[v] = oy * L->sh * L->wq + ox0;
-    dst[v] = oy * L->ow + ox0;
+    dst[v] = oy * L->out_row + ox0 + L->out_base;
     lanes[v] = t0 + v < nvec ? (left < 8 ? left : 8) : 0;
   }
 }
@@ -182,7 +182,7 @@ static void store_lanes(float *y, v8 acc, int32_t lanes, float m, float b, int32
   static void NAME(const cardc_layer *L, const WT *W, const float *s, float *out) {        \
     int32_t cols = L->ic * L->kh * L->kw, nvx = (L->ow + 7) / 8, nvec = L->oh * nvx;      \
     int32_t nob = (L->oc + CARDC_J - 1) / CARDC_J, t0, ob, k, j, v;                       \
-    size_t plane = (size_t)L->oh * (size_t)L->ow;                                          \
+    size_t plane = (size_t)L->out_plane;                                          \
     for (t0 = 0; t0 < nvec; t0 += DENSE_V) {                                               \
       int32_t base[DENSE_V], dst[DENSE_V], lanes[DENSE_V];                                 \
       tile_setup(L, t0, nvec, DENSE_V, base, dst, lanes);                                  \
@@ -239,7 +239,7 @@ CARDC_DENSE(dense_i8, int8_t, LOAD_I8)
 
 static void sparse(const cardc_layer *L, const float *s, float *out) {
   int32_t nvx = (L->ow + 7) / 8, nvec = L->oh * nvx, t0, o, v;
-  size_t plane = (size_t)L->oh * (size_t)L->ow;
+  size_t plane = (size_t)L->out_plane;
   for (t0 = 0; t0 < nvec; t0 += SPARSE_V) {
     int32_t base[SPARSE_V], dst[SPARSE_V], lanes[SPARSE_V];
     const float *xb[SPARSE_V]; /* per vector: scratch + base (register addressing) */
@@ -260,7 +260,7 @@ static void sparse(const cardc_layer *L, const float *s, float *out) {
 static void binary(const cardc_layer *L, const float *s, float *out) {
   int32_t nvx = (L->ow + 7) / 8, nvec = L->oh * nvx, t0, o, v, p, wd;
   int32_t positions = L->kh * L->kw, words = L->bin_words;
-  size_t plane = (size_t)L->oh * (size_t)L->ow;
+  size_t plane = (size_t)L->out_plane;
   size_t cstride = (size_t)L->sw * (size_t)L->hp * (size_t)L->wq;
   for (t0 = 0; t0 < nvec; t0 += SPARSE_V) {
     int32_t base[SPARSE_V], dst[SPARSE_V], lanes[SPARSE_V];
@@ -317,7 +317,7 @@ static void binary(const cardc_layer *L, const float *s, float *out) {
 
 static void binary_lists(const cardc_layer *L, const float *s, float *out) {
   int32_t nvx = (L->ow + 7) / 8, nvec = L->oh * nvx, t0, o, v;
-  size_t plane = (size_t)L->oh * (size_t)L->ow;
+  size_t plane = (size_t)L->out_plane;
   for (t0 = 0; t0 < nvec; t0 += SPARSE_V) {
     int32_t base[SPARSE_V], dst[SPARSE_V], lanes[SPARSE_V];
     const float *xb[SPARSE_V]; /* per vector: scratch + base (register addressing) */
@@ -332,26 +332,50 @@ static void binary_lists(const cardc_layer *L, const float *s, float *out) {
   }
 }
 
+/* Zeroes the borders of a handed-off output (the interior is written by
+ * the kernel): rows above and below the image, columns left and right. */
+static void zero_borders(const cardc_layer *L, float *out) {
+  int32_t c, y, j;
+  const int32_t hp = L->out_hp, wq = L->out_wq, ph = L->out_ph, pw = L->out_pw;
+  for (c = 0; c < L->oc; c++) {
+    float *plane = out + (size_t)c * (size_t)L->out_plane;
+    for (y = 0; y < hp; y++) {
+      float *row = plane + (size_t)y * (size_t)wq;
+      if (y < ph || y >= ph + L->oh) {
+        for (j = 0; j < wq; j++) row[j] = 0.0f;
+      } else {
+        for (j = 0; j < pw; j++) row[j] = 0.0f;
+        for (j = pw + L->ow; j < wq; j++) row[j] = 0.0f;
+      }
+    }
+  }
+}
+
 void cardc_mat(const cardc_layer *L, const float *in, float *out, float *scratch) {
-  pad_input(L, in, scratch);
+  const float *s = in;
+  if (!L->in_padded) {
+    pad_input(L, in, scratch);
+    s = scratch;
+  }
+  if (L->out_wq > 0) zero_borders(L, out);
   switch (L->format) {
     case CARDC_F32:
-      dense_f32(L, L->w_f32, scratch, out);
+      dense_f32(L, L->w_f32, s, out);
       break;
     case CARDC_F16:
-      dense_f16(L, L->w_f16, scratch, out);
+      dense_f16(L, L->w_f16, s, out);
       break;
     case CARDC_I8:
-      dense_i8(L, L->w_i8, scratch, out);
+      dense_i8(L, L->w_i8, s, out);
       break;
     case CARDC_SPARSE:
-      sparse(L, scratch, out);
+      sparse(L, s, out);
       break;
     case CARDC_BINARY:
-      binary(L, scratch, out);
+      binary(L, s, out);
       break;
     default:
-      binary_lists(L, scratch, out);
+      binary_lists(L, s, out);
       break;
   }
 }

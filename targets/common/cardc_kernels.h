@@ -55,6 +55,11 @@
 typedef struct cardc_layer {
   int32_t ih, iw, ic, oh, ow, oc, kh, kw, sh, sw, ph, pw, act, format;
   int32_t hp, wq; /* padded rows; columns per phase */
+  int32_t in_padded; /* input already in the padded layout (handed off) */
+  /* Output element (o, oy, ox) at o*out_plane + oy*out_row + ox + out_base;
+   * out_wq > 0: the output is the next layer's zero-bordered padded input
+   * (out_hp x out_wq per channel, image at row out_ph, column out_pw). */
+  int32_t out_plane, out_row, out_base, out_hp, out_wq, out_ph, out_pw;
   const float *bias; /* [oc] */
   const float *mult; /* [oc] or NULL (= 1) */
   const int32_t *koff; /* dense: [ic*kh*kw] */
@@ -73,8 +78,9 @@ typedef struct cardc_layer {
   int32_t bin_words;
 } cardc_layer;
 
-/* Convolution / linear layer: [ic][ih][iw] -> [oc][oh][ow]. scratch holds
- * the padded input (size computed by cardc per layer). */
+/* Convolution / linear layer: [ic][ih][iw] -> [oc][oh][ow] (or the output
+ * layout above). scratch receives the padded input unless in_padded, when
+ * `in` is that padded input. */
 void cardc_mat(const cardc_layer *L, const float *in, float *out, float *scratch);
 
 /* Raw CHW bytes -> CHW floats through lut[c][256]. */

@@ -320,7 +320,8 @@ fn portable_kernels_match_the_reference() {
 /// Odd geometries: output widths that are not a multiple of the 8-pixel
 /// vector (7, 4, 3, 1), channel counts that are not a multiple of the
 /// dense block (3, 5, 6, 7, 9) or of the 32-bit binary word (33), 2x2 and
-/// 1x3-padded kernels, stride 3; rows fully masked or fully kept.
+/// 1x3-padded kernels, stride 3; rows fully masked or fully kept; outputs
+/// handed off into the next layer's padded input.
 fn odd_graph() -> Graph {
     let c = |ic, oc, k: (usize, usize), s, p: (usize, usize)| {
         Op::Conv2d(Conv2d {
@@ -389,6 +390,9 @@ fn odd_shapes_match_the_reference_in_every_exact_format() {
         );
         assert!(err <= 1e-4, "{state} as {}: relative error {err}", f.name());
         assert_eq!(agree, 1.0);
+        // c2 -> c3 and c4 -> fc hand their outputs off in padded form.
+        let model_c = std::fs::read_to_string(dir.join("model.c")).unwrap();
+        assert_eq!(model_c.matches(".in_padded = 1").count(), 2, "{state}");
     }
 }
 
