@@ -599,3 +599,43 @@ fn compile_and_run_commands_report_json() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown target"));
 }
+
+/// `cardc bench infer` times tract on an exported card and reports the
+/// latency statistics; a missing or bad `--onnx`/`--input` is a one-line
+/// error.
+#[test]
+fn bench_infer_times_tract_on_an_exported_card() {
+    use crate::common::{assert_clean_error, cardc, cardc_json};
+    let tmp = tempfile::tempdir().unwrap();
+    let card = resnet_card("dense");
+    let card_path = tmp.path().join("m.card");
+    card.save(&card_path).unwrap();
+    let onnx = tmp.path().join("m.onnx");
+    let (c, o) = (card_path.to_str().unwrap(), onnx.to_str().unwrap());
+    assert!(
+        cardc(&["export", "--model", c, "--out", o])
+            .status
+            .success()
+    );
+    let v = cardc_json(&[
+        "bench", "infer", "--onnx", o, "--input", "3x32x32", "--iters", "5", "--json",
+    ]);
+    assert_eq!(v["runtime"], "tract");
+    let l = &v["latency_ms"];
+    let (min, med, max) = (
+        l["min"].as_f64().unwrap(),
+        l["median"].as_f64().unwrap(),
+        l["max"].as_f64().unwrap(),
+    );
+    assert!(0.0 < min && min <= med && med <= max, "{l}");
+    assert_eq!(l["runs"].as_array().unwrap().len(), 5);
+    assert_clean_error(&cardc(&["bench", "infer"]), "--onnx");
+    assert_clean_error(
+        &cardc(&["bench", "infer", "--onnx", o, "--input", "3x32"]),
+        "--input 3x32",
+    );
+    assert_clean_error(
+        &cardc(&["bench", "infer", "--onnx", c]),
+        "tract cannot load",
+    );
+}
