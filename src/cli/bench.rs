@@ -1,5 +1,7 @@
 //! `cardc bench`: throughput figures for BENCHMARKS.md, with the machine's
-//! GEMM rate measured in the same run as the yardstick.
+//! GEMM rate measured in the same run as the yardstick (`train`), and
+//! tract's single-image latency on an ONNX model (`infer`), the in-process
+//! yardstick of scripts/bench/latency.py for compiled artifacts.
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -23,6 +25,57 @@ pub struct BenchArgs {
     /// Square GEMM size for the peak measurement (0 skips it).
     #[arg(long, default_value_t = 1024)]
     pub gemm: usize,
+    /// infer: the ONNX model tract runs (batch 1, one thread).
+    #[arg(long)]
+    pub onnx: Option<std::path::PathBuf>,
+    /// infer: input shape CxHxW.
+    #[arg(long, default_value = "3x32x32")]
+    pub input: String,
+    /// infer: timed runs (after 10% warm-up runs).
+    #[arg(long, default_value_t = 200)]
+    pub iters: usize,
+}
+
+/// `cardc bench infer`: tract's latency on `--onnx`.
+fn infer(a: &BenchArgs, json: bool) -> anyhow::Result<()> {
+    let onnx = a
+        .onnx
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("cardc bench infer needs --onnx MODEL.onnx"))?;
+    let dims: Vec<usize> = a
+        .input
+        .split('x')
+        .map(|d| d.parse::<usize>())
+        .collect::<Result<_, _>>()
+        .ok()
+        .filter(|d: &Vec<usize>| d.len() == 3 && d.iter().all(|&v| v > 0))
+        .ok_or_else(|| anyhow::anyhow!("--input {}: expected CxHxW, e.g. 3x32x32", a.input))?;
+    anyhow::ensure!(a.iters >= 1, "--iters must be at least 1");
+    let times = crate::compile::tract_bench::latencies_ms(
+        onnx,
+        [dims[0], dims[1], dims[2]],
+        a.iters.div_ceil(10),
+        a.iters,
+    )?;
+    let s = stats(times);
+    eprintln!(
+        "tract {}: batch 1 latency median {:.3} ms (min {:.3}, max {:.3}, {} runs)",
+        onnx.display(),
+        s["median"].as_f64().unwrap_or(0.0),
+        s["min"].as_f64().unwrap_or(0.0),
+        s["max"].as_f64().unwrap_or(0.0),
+        a.iters
+    );
+    if json {
+        super::print_json(&serde_json::json!({
+            "bench": "infer",
+            "runtime": "tract",
+            "onnx": onnx.display().to_string(),
+            "batch": 1,
+            "latency_ms": s,
+        }))?;
+    }
+    Ok(())
 }
 
 fn stats(mut v: Vec<f64>) -> serde_json::Value {
@@ -34,9 +87,7 @@ fn stats(mut v: Vec<f64>) -> serde_json::Value {
 pub fn run(a: BenchArgs, json: bool) -> anyhow::Result<()> {
     match a.what.as_str() {
         "train" => {}
-        "infer" => anyhow::bail!(
-            "`cardc bench infer` is not built yet (arrives with the compiler milestone)"
-        ),
+        "infer" => return infer(&a, json),
         w => anyhow::bail!("cardc bench '{w}': expected train or infer"),
     }
     anyhow::ensure!(

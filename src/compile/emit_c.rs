@@ -1,6 +1,9 @@
 //! C99 code generation: the weights as `const` arrays, one static arena
 //! laid out by the memory plan, and `cardc_infer` as a straight line of
-//! kernel calls (kernels in `targets/common/cardc_kernels.c`).
+//! kernel calls (kernels in `targets/common/cardc_kernels.c`). Weights are
+//! written in the orders the kernels read ([`layout`]): dense blocks of
+//! `DENSE_J` output channels, sparse values with scratch offsets, binary
+//! sign/mask words or, for sparse binary layers, offset lists.
 //!
 //! Entry point: `int cardc_infer(const uint8_t *image, float *logits)`.
 //! `image` is the raw CHW bytes the datasets store; the card's
@@ -8,8 +11,9 @@
 //! exactly the reference's f32 values, so the harness needs no
 //! preprocessing. Returns 0.
 
-use super::lower::{Act, MatLayer, Program, Step};
-use super::pack::{Increments, Packed};
+use super::layout;
+use super::lower::{Act, Geom, MatLayer, Program, Step};
+use super::pack::Packed;
 use super::plan::Plan;
 use super::target::Target;
 use std::fmt::Write;
@@ -56,11 +60,12 @@ fn act_name(a: Act) -> &'static str {
     }
 }
 
-/// Emits a matrix layer's arrays and its `cardc_layer`; returns the rows
-/// function to call.
-fn emit_layer(out: &mut String, id: usize, l: &MatLayer) -> &'static str {
+/// Emits a matrix layer's arrays (in the orders of [`layout`]) and its
+/// `cardc_layer`.
+fn emit_layer(out: &mut String, id: usize, l: &MatLayer, in_padded: bool, to: Option<&Geom>) {
     let p = format!("L{id}");
     let g = &l.geom;
+    let pad = layout::Padded::of(g);
     let _ = writeln!(
         out,
         "/* {} ({}): {} */",
@@ -74,43 +79,82 @@ fn emit_layer(out: &mut String, id: usize, l: &MatLayer) -> &'static str {
         array(out, "float", &format!("{p}_mult"), m, float_lit);
         fields.push(format!(".mult = {p}_mult"));
     }
-    let rows = match &l.packed.packed {
+    let dense_offsets = |out: &mut String, fields: &mut Vec<String>| {
+        array(
+            out,
+            "int32_t",
+            &format!("{p}_koff"),
+            &layout::dense_offsets(g),
+            |o| format!("{o}"),
+        );
+        fields.push(format!(".koff = {p}_koff"));
+    };
+    let format = match &l.packed.packed {
         Packed::F32(w) => {
-            array(out, "float", &format!("{p}_w"), w, float_lit);
+            dense_offsets(out, &mut fields);
+            let b = layout::dense_blocks(w, g, 0.0);
+            array(out, "float", &format!("{p}_w"), &b, float_lit);
             fields.push(format!(".w_f32 = {p}_w"));
-            "cardc_rows_f32"
+            "CARDC_F32"
         }
         Packed::F16(w) => {
-            array(out, "uint16_t", &format!("{p}_w"), w, |h| format!("{h}"));
+            dense_offsets(out, &mut fields);
+            let b = layout::dense_blocks(w, g, 0);
+            array(out, "uint16_t", &format!("{p}_w"), &b, |h| format!("{h}"));
             fields.push(format!(".w_f16 = {p}_w"));
-            "cardc_rows_f16"
+            "CARDC_F16"
         }
         Packed::Int8(w) => {
-            array(out, "int8_t", &format!("{p}_w"), w, |q| format!("{q}"));
+            dense_offsets(out, &mut fields);
+            let b = layout::dense_blocks(w, g, 0);
+            array(out, "int8_t", &format!("{p}_w"), &b, |q| format!("{q}"));
             fields.push(format!(".w_i8 = {p}_w"));
-            "cardc_rows_i8"
+            "CARDC_I8"
         }
-        Packed::Sparse {
-            nnz,
-            values,
-            increments,
-        } => {
-            array(out, "uint32_t", &format!("{p}_nnz"), nnz, |n| {
+        packed @ Packed::Sparse { .. } => {
+            let rows = layout::sparse_rows(packed, g).unwrap_or(layout::SparseRows {
+                nnz: vec![0; g.oc],
+                values: vec![],
+                offsets: vec![],
+            });
+            array(out, "uint32_t", &format!("{p}_nnz"), &rows.nnz, |n| {
                 format!("{n}u")
             });
-            array(out, "float", &format!("{p}_val"), values, float_lit);
+            array(out, "float", &format!("{p}_val"), &rows.values, float_lit);
             fields.push(format!(".sp_nnz = {p}_nnz, .sp_val = {p}_val"));
-            match increments {
-                Increments::U16(v) => {
-                    array(out, "uint16_t", &format!("{p}_inc"), v, |n| format!("{n}"));
-                    fields.push(format!(".sp_inc16 = {p}_inc"));
-                }
-                Increments::U32(v) => {
-                    array(out, "uint32_t", &format!("{p}_inc"), v, |n| format!("{n}u"));
-                    fields.push(format!(".sp_inc32 = {p}_inc"));
-                }
+            if layout::sparse_offsets_fit_u16(g) {
+                array(out, "uint16_t", &format!("{p}_off"), &rows.offsets, |n| {
+                    format!("{n}")
+                });
+                fields.push(format!(".off16 = {p}_off"));
+            } else {
+                array(out, "uint32_t", &format!("{p}_off"), &rows.offsets, |n| {
+                    format!("{n}u")
+                });
+                fields.push(format!(".off32 = {p}_off"));
             }
-            "cardc_rows_sparse"
+            "CARDC_SPARSE"
+        }
+        packed @ Packed::Binary { .. } if layout::binary_as_lists(packed, g) => {
+            let lists = layout::binary_lists(packed, g).unwrap_or(layout::BinaryLists {
+                npos: vec![0; g.oc],
+                nneg: vec![0; g.oc],
+                offsets: vec![],
+            });
+            let u = |n: &u32| format!("{n}u");
+            array(out, "uint32_t", &format!("{p}_npos"), &lists.npos, u);
+            array(out, "uint32_t", &format!("{p}_nneg"), &lists.nneg, u);
+            fields.push(format!(".bin_npos = {p}_npos, .bin_nneg = {p}_nneg"));
+            if layout::sparse_offsets_fit_u16(g) {
+                array(out, "uint16_t", &format!("{p}_off"), &lists.offsets, |n| {
+                    format!("{n}")
+                });
+                fields.push(format!(".off16 = {p}_off"));
+            } else {
+                array(out, "uint32_t", &format!("{p}_off"), &lists.offsets, u);
+                fields.push(format!(".off32 = {p}_off"));
+            }
+            "CARDC_BINARY_LISTS"
         }
         Packed::Binary { words, signs, mask } => {
             let hex = |w: &u32| format!("0x{w:08x}u");
@@ -120,13 +164,42 @@ fn emit_layer(out: &mut String, id: usize, l: &MatLayer) -> &'static str {
                 array(out, "uint32_t", &format!("{p}_mask"), m, hex);
                 fields.push(format!(".bin_mask = {p}_mask"));
             }
-            "cardc_rows_binary"
+            array(
+                out,
+                "int32_t",
+                &format!("{p}_poff"),
+                &layout::position_offsets(g),
+                |o| format!("{o}"),
+            );
+            fields.push(format!(".poff = {p}_poff"));
+            "CARDC_BINARY"
         }
     };
+    // Output layout: plain [oc][oh][ow], or the next layer's padded input.
+    match to {
+        Some(n) => {
+            let q = layout::Padded::of(n);
+            fields.push(format!(
+                ".out_plane = {}, .out_row = {}, .out_base = {}, .out_hp = {}, .out_wq = {}, .out_ph = {}, .out_pw = {}",
+                q.hp * q.wq,
+                q.wq,
+                n.ph * q.wq + n.pw,
+                q.hp,
+                q.wq,
+                n.ph,
+                n.pw
+            ));
+        }
+        None => fields.push(format!(".out_plane = {}, .out_row = {}", g.oh * g.ow, g.ow)),
+    }
+    if in_padded {
+        fields.push(".in_padded = 1".into());
+    }
     let _ = writeln!(
         out,
         "static const cardc_layer {p} = {{\n  .ih = {}, .iw = {}, .ic = {}, .oh = {}, .ow = {}, .oc = {},\n  \
-         .kh = {}, .kw = {}, .sh = {}, .sw = {}, .ph = {}, .pw = {}, .act = {},\n  .bias = {p}_bias,\n  {}\n}};\n",
+         .kh = {}, .kw = {}, .sh = {}, .sw = {}, .ph = {}, .pw = {}, .act = {}, .format = {format},\n  \
+         .hp = {}, .wq = {}, .bias = {p}_bias,\n  {}\n}};\n",
         g.ih,
         g.iw,
         g.ic,
@@ -140,13 +213,14 @@ fn emit_layer(out: &mut String, id: usize, l: &MatLayer) -> &'static str {
         g.ph,
         g.pw,
         act_name(l.act),
+        pad.hp,
+        pad.wq,
         fields.join(",\n  ")
     );
-    rows
 }
 
 /// Generates the sources of `program` laid out by `plan` for `target`.
-pub fn emit(program: &Program, plan: &Plan, target: &Target, scratch_floats: usize) -> Sources {
+pub fn emit(program: &Program, plan: &Plan, target: &Target, bufs: &layout::Buffers) -> Sources {
     let [c, h, w] = program.input;
     let header = format!(
         "/* Generated by cardc from '{name}'. */\n#ifndef CARDC_MODEL_H\n#define CARDC_MODEL_H\n\n\
@@ -179,11 +253,26 @@ pub fn emit(program: &Program, plan: &Plan, target: &Target, scratch_floats: usi
                 at(*out)
             ),
             Step::Mat { layer, input, out } => {
-                let rows = emit_layer(&mut m, i, layer);
+                let buf = |b: u8| ["scratch_a", "scratch_b"][b as usize & 1];
+                let in_buf = bufs.input[i].unwrap_or(0);
+                let in_padded = i > 0 && bufs.handoff[i - 1].is_some();
+                let next = match (bufs.handoff[i], program.steps.get(i + 1)) {
+                    (Some(_), Some(Step::Mat { layer: n, .. })) => Some(&n.geom),
+                    _ => None,
+                };
+                emit_layer(&mut m, i, layer, in_padded, next);
+                let src = if in_padded {
+                    buf(in_buf).to_string()
+                } else {
+                    at(*input)
+                };
+                let dst = match (bufs.handoff[i], next) {
+                    (Some(b), Some(_)) => buf(b).to_string(),
+                    _ => at(*out),
+                };
                 format!(
-                    "cardc_mat(&L{i}, {rows}, {}, {}, scratch); /* {} */",
-                    at(*input),
-                    at(*out),
+                    "cardc_mat(&L{i}, {src}, {dst}, {}); /* {} */",
+                    buf(in_buf),
                     layer.name
                 )
             }
@@ -275,27 +364,18 @@ pub fn emit(program: &Program, plan: &Plan, target: &Target, scratch_floats: usi
                 at(*input),
                 at(*out)
             ),
-            Step::ToChannelsFirst {
-                name,
-                input,
-                out,
-                pixels,
-                c,
-            } => format!(
-                "cardc_to_channels_first({}, {}, {pixels}, {c}); /* {name} */",
-                at(*input),
-                at(*out)
-            ),
         };
         calls.push(call);
     }
     let _ = writeln!(
         m,
-        "\n/* Memory plan: {} arena bytes (lower bound {}). */\nstatic float arena[{}];\nstatic float scratch[{}];\n",
+        "\n/* Memory plan: {} arena bytes (lower bound {}). */\nstatic float arena[{}];\n\
+         /* Padded layer inputs (see cardc_kernels.h). */\nstatic float scratch_a[{}];\nstatic float scratch_b[{}];\n",
         plan.arena_bytes,
         plan.lower_bound_bytes,
         (plan.arena_bytes / 4).max(1),
-        scratch_floats.max(1)
+        bufs.floats[0].max(1),
+        bufs.floats[1].max(1)
     );
     m.push_str("int cardc_infer(const uint8_t *image, float *logits) {\n");
     for c in &calls {

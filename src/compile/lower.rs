@@ -1,5 +1,6 @@
 //! Lowering: from the IR graph of a card to a straight-line program of
-//! kernel steps on channels-last (`[H][W][C]`) f32 activations.
+//! kernel steps on channels-first (`[C][H][W]`, the IR's order) f32
+//! activations.
 //!
 //! * Eval-mode BatchNorm right after a conv/linear that nothing else reads
 //!   is folded into it: `w' = w · s`, `b' = (b − mean) · s + β` with
@@ -7,8 +8,7 @@
 //!   folded row is `±α·s[o]`, so the multiplier becomes `α·s[o]`.
 //! * A ReLU/ReLU6 that is the only reader of a conv/linear/BatchNorm/Add
 //!   output is fused into that step.
-//! * `Flatten` of a `[C,H,W]` tensor (H·W > 1, C > 1) becomes a transpose
-//!   to the C-major order the IR defines; otherwise it is a no-op alias.
+//! * `Flatten` is a no-op alias (activations are already C-major).
 //! * Linear layers are 1×1 convolutions on a 1×1 image.
 
 use crate::card::Card;
@@ -91,16 +91,16 @@ impl MatLayer {
             .map_err(|e| anyhow::anyhow!("layer '{}' as {}: {e}", self.name, format.name()))
     }
 
-    /// Flash bytes of the layer in its chosen format: weights, bias and
-    /// multipliers.
+    /// Flash bytes of the layer in its chosen format as emitted: weights
+    /// with their offset tables, bias and multipliers.
     pub fn bytes(&self) -> usize {
-        self.packed.packed.bytes()
+        super::layout::emitted_weight_bytes(&self.packed.packed, &self.geom)
             + 4 * self.bias.len()
             + self.packed.mult.as_ref().map_or(0, |m| 4 * m.len())
     }
 }
 
-/// Pooling window geometry on `[h][w][c]` input.
+/// Pooling window geometry on `[c][h][w]` input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolGeom {
     pub ih: usize,
@@ -119,7 +119,7 @@ pub struct PoolGeom {
 /// One kernel call. Operands are value ids (see [`Program::values`]).
 #[derive(Clone, Debug)]
 pub enum Step {
-    /// Raw CHW bytes → normalized channels-last floats.
+    /// Raw CHW bytes → normalized CHW floats.
     Normalize { out: usize },
     Mat {
         layer: Box<MatLayer>,
@@ -167,14 +167,6 @@ pub enum Step {
         pixels: usize,
         c: usize,
     },
-    /// Channels-last → C-major (IR `Flatten` order).
-    ToChannelsFirst {
-        name: String,
-        input: usize,
-        out: usize,
-        pixels: usize,
-        c: usize,
-    },
 }
 
 impl Step {
@@ -188,8 +180,7 @@ impl Step {
             | Step::Activation { input, .. }
             | Step::MaxPool { input, .. }
             | Step::AvgPool { input, .. }
-            | Step::GlobalAvgPool { input, .. }
-            | Step::ToChannelsFirst { input, .. } => vec![*input],
+            | Step::GlobalAvgPool { input, .. } => vec![*input],
         }
     }
 
@@ -203,8 +194,7 @@ impl Step {
             | Step::Activation { out, .. }
             | Step::MaxPool { out, .. }
             | Step::AvgPool { out, .. }
-            | Step::GlobalAvgPool { out, .. }
-            | Step::ToChannelsFirst { out, .. } => *out,
+            | Step::GlobalAvgPool { out, .. } => *out,
         }
     }
 }
@@ -455,25 +445,9 @@ pub fn lower(card: &Card) -> anyhow::Result<Program> {
                 )
             }
             Op::Flatten => {
-                let src = &shapes[node.inputs[0]];
-                let (h, w) = hw(src);
-                let input = input(0)?;
-                if src.len() != 3 || h * w == 1 || src[0] == 1 {
-                    // Channels-last and C-major orders coincide.
-                    value_of[i] = Some(input);
-                    continue;
-                }
-                let out = new_value(&mut values, len);
-                (
-                    i,
-                    Step::ToChannelsFirst {
-                        name,
-                        input,
-                        out,
-                        pixels: h * w,
-                        c: src[0],
-                    },
-                )
+                // Channels-first activations are already in Flatten's order.
+                value_of[i] = Some(input(0)?);
+                continue;
             }
         };
         let out = step.output();

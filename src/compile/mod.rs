@@ -11,10 +11,12 @@
 pub mod artifact;
 pub mod emit_c;
 pub mod gate;
+pub mod layout;
 pub mod lower;
 pub mod pack;
 pub mod plan;
 pub mod target;
+pub mod tract_bench;
 
 pub use lower::FormatChoice;
 pub use pack::Format;
@@ -59,7 +61,7 @@ pub struct Report {
     pub arena_bytes: u64,
     /// Max over schedule steps of the bytes live at that step.
     pub arena_lower_bound_bytes: u64,
-    /// im2row patch buffer besides the arena.
+    /// Padded-input buffers of the matrix layers, besides the arena.
     pub scratch_bytes: u64,
     /// arena + scratch.
     pub ram_bytes: u64,
@@ -110,16 +112,18 @@ pub fn compile(card: &Card, opts: &Options, out: &Path) -> anyhow::Result<Report
         defs[s.output()] = i;
         reads.extend(s.inputs().into_iter().map(|v| (i, v)));
     }
-    let sizes: Vec<usize> = program.values.iter().map(|&n| 4 * n).collect();
+    // Values handed off into the next layer's padded input take no arena.
+    let bufs = layout::buffers(&program);
+    let mut sizes: Vec<usize> = program.values.iter().map(|&n| 4 * n).collect();
+    for (s, h) in program.steps.iter().zip(&bufs.handoff) {
+        if h.is_some() {
+            sizes[s.output()] = 0;
+        }
+    }
     let iv = plan::lifetimes(&sizes, &defs, &reads, program.output, nsteps);
     let mem = plan::plan(&iv);
     plan::verify(&iv, &mem).map_err(|e| anyhow::anyhow!("memory planner: {e}"))?;
-    let scratch_floats = program
-        .mat_layers()
-        .filter(|l| !(l.geom.kh == 1 && l.geom.kw == 1 && l.geom.ph == 0 && l.geom.pw == 0))
-        .map(|l| l.geom.cols())
-        .max()
-        .unwrap_or(0);
+    let scratch_floats = bufs.floats[0] + bufs.floats[1];
     let ram = mem.arena_bytes as u64 + 4 * scratch_floats as u64;
     if let Some(budget) = opts.max_ram.or(target.ram_bytes)
         && ram > budget
@@ -165,7 +169,7 @@ pub fn compile(card: &Card, opts: &Options, out: &Path) -> anyhow::Result<Report
         layers,
         steps: nsteps,
     };
-    let src = emit_c::emit(&program, &mem, &target, scratch_floats);
+    let src = emit_c::emit(&program, &mem, &target, &bufs);
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let write = |name: &str, text: &str| {
         let p = out.join(name);

@@ -1,14 +1,93 @@
-/* cardc runtime kernels (see cardc_kernels.h). Portable C99; an aarch64
- * build uses NEON for the f32 dot products. */
+/* cardc runtime kernels (see cardc_kernels.h for layouts and formats).
+ *
+ * With GCC/Clang the kernels use generic 8-float vectors (vector_size
+ * extension): AVX2 + FMA on x86 with -march=native, NEON on aarch64,
+ * scalar code elsewhere; -ffp-contract=fast turns `a + x * s` into FMAs.
+ * Define CARDC_PORTABLE (or use another compiler) for plain C99 with the
+ * same arithmetic order. */
 #include "cardc_kernels.h"
 
 #include <math.h>
 #include <string.h>
 
-#if defined(__aarch64__) && defined(__ARM_NEON)
-#include <arm_neon.h>
-#define CARDC_NEON 1
+#if defined(__GNUC__) && !defined(CARDC_PORTABLE)
+typedef float v8 __attribute__((vector_size(32)));
+static inline v8 v8_zero(void) {
+  v8 v = {0, 0, 0, 0, 0, 0, 0, 0};
+  return v;
+}
+/* Unaligned load through memcpy: no aliasing or alignment UB. */
+static inline v8 v8_load(const float *p) {
+  v8 v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+static inline v8 v8_fma(v8 a, v8 x, float s) { return a + x * s; }
+static inline v8 v8_add(v8 a, v8 x) { return a + x; }
+static inline v8 v8_sub(v8 a, v8 x) { return a - x; }
+typedef int32_t v8i __attribute__((vector_size(32)));
+/* y = act(acc * m + b) on all 8 lanes (branch-free ReLU/ReLU6). */
+static inline v8 v8_epilogue(v8 acc, float m, float b, int32_t act) {
+  v8 zero = v8_zero(), six = zero + 6.0f, v = acc * m + b;
+  if (act != CARDC_ACT_NONE) v = (v8)((v8i)v & (v > zero));
+  if (act == CARDC_ACT_RELU6) {
+    v8i lt = v < six;
+    v = (v8)(((v8i)v & lt) | ((v8i)six & ~lt));
+  }
+  return v;
+}
+#define CARDC_CTZ(x) __builtin_ctz(x)
+#else
+typedef struct {
+  float e[8];
+} v8;
+static v8 v8_zero(void) {
+  v8 v;
+  memset(&v, 0, sizeof v);
+  return v;
+}
+static v8 v8_load(const float *p) {
+  v8 v;
+  memcpy(v.e, p, sizeof v.e);
+  return v;
+}
+static v8 v8_fma(v8 a, v8 x, float s) {
+  int i;
+  for (i = 0; i < 8; i++) a.e[i] += x.e[i] * s;
+  return a;
+}
+static v8 v8_add(v8 a, v8 x) {
+  int i;
+  for (i = 0; i < 8; i++) a.e[i] += x.e[i];
+  return a;
+}
+static v8 v8_sub(v8 a, v8 x) {
+  int i;
+  for (i = 0; i < 8; i++) a.e[i] -= x.e[i];
+  return a;
+}
+static int cardc_ctz(uint32_t x) {
+  int n = 0;
+  while (!(x & 1u)) {
+    x >>= 1;
+    n++;
+  }
+  return n;
+}
+#define CARDC_CTZ(x) cardc_ctz(x)
+static float act_apply(float v, int32_t act);
+static v8 v8_epilogue(v8 acc, float m, float b, int32_t act) {
+  int i;
+  for (i = 0; i < 8; i++) acc.e[i] = act_apply(acc.e[i] * m + b, act);
+  return acc;
+}
 #endif
+
+/* Pixel vectors per dense tile (x CARDC_J channels = 12 accumulators:
+ * AVX2 has 16 registers) and per sparse/binary tile (8 accumulators hide
+ * the add/FMA latency). */
+#define DENSE_V 3
+#define SPARSE_V 8
 
 static float act_apply(float v, int32_t act) {
   if (act == CARDC_ACT_RELU) return v > 0.0f ? v : 0.0f;
@@ -35,147 +114,269 @@ float cardc_half_to_float(uint16_t h) {
   return f;
 }
 
-/* Dot product of n floats with independent partial sums. */
-static float dot_f32(const float *w, const float *x, int32_t n) {
-  int32_t k = 0;
-  float s;
-#ifdef CARDC_NEON
-  float32x4_t a0 = vdupq_n_f32(0.0f), a1 = vdupq_n_f32(0.0f);
-  for (; k + 8 <= n; k += 8) {
-    a0 = vfmaq_f32(a0, vld1q_f32(w + k), vld1q_f32(x + k));
-    a1 = vfmaq_f32(a1, vld1q_f32(w + k + 4), vld1q_f32(x + k + 4));
-  }
-  s = vaddvq_f32(vaddq_f32(a0, a1));
-#else
-  float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int32_t j;
-  for (; k + 8 <= n; k += 8)
-    for (j = 0; j < 8; j++) a[j] += w[k + j] * x[k + j];
-  s = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-#endif
-  for (; k < n; k++) s += w[k] * x[k];
-  return s;
-}
-
-static int32_t patch_len(const cardc_layer *L) { return L->kh * L->kw * L->ic; }
-
-void cardc_rows_f32(const cardc_layer *L, const float *patch, float *out) {
-  int32_t n = patch_len(L), o;
-  for (o = 0; o < L->oc; o++) out[o] = dot_f32(L->w_f32 + (size_t)o * (size_t)n, patch, n);
-}
-
-void cardc_rows_f16(const cardc_layer *L, const float *patch, float *out) {
-  int32_t n = patch_len(L), o, k;
-  for (o = 0; o < L->oc; o++) {
-    const uint16_t *w = L->w_f16 + (size_t)o * (size_t)n;
-    float s = 0.0f;
-    for (k = 0; k < n; k++) s += cardc_half_to_float(w[k]) * patch[k];
-    out[o] = s;
-  }
-}
-
-void cardc_rows_i8(const cardc_layer *L, const float *patch, float *out) {
-  int32_t n = patch_len(L), o, k;
-  for (o = 0; o < L->oc; o++) {
-    const int8_t *w = L->w_i8 + (size_t)o * (size_t)n;
-    float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
-    for (k = 0; k + 4 <= n; k += 4) {
-      a0 += (float)w[k] * patch[k];
-      a1 += (float)w[k + 1] * patch[k + 1];
-      a2 += (float)w[k + 2] * patch[k + 2];
-      a3 += (float)w[k + 3] * patch[k + 3];
-    }
-    for (; k < n; k++) a0 += (float)w[k] * patch[k];
-    out[o] = (a0 + a1) + (a2 + a3);
-  }
-}
-
-void cardc_rows_sparse(const cardc_layer *L, const float *patch, float *out) {
-  const float *v = L->sp_val;
-  size_t j = 0;
-  int32_t o;
-  for (o = 0; o < L->oc; o++) {
-    uint32_t c, cnt = L->sp_nnz[o];
-    const float *x = patch;
-    float s = 0.0f;
-    if (L->sp_inc16) {
-      const uint16_t *inc = L->sp_inc16;
-      for (c = 0; c < cnt; c++, j++) {
-        x += inc[j];
-        s += v[j] * *x;
+/* Copies [ic][ih][iw] into the padded, phase-split scratch layout, writing
+ * every scratch float once: zero rows above and below the image, and per
+ * image row zero columns, the row, zero columns. Per phase the valid
+ * columns j0..j1 are computed once, so the row loops carry no tests; the
+ * geometry is read into locals, since stores through float pointers would
+ * otherwise force reloads of L's fields. */
+static void pad_input(const cardc_layer *L, const float *in, float *s) {
+  int32_t ci, q, y, j;
+  const int32_t ic = L->ic, ih = L->ih, iw = L->iw, ph = L->ph, pw = L->pw;
+  const int32_t sw = L->sw, hp = L->hp, wq = L->wq;
+  for (q = 0; q < sw; q++) {
+    /* columns j with 0 <= j*sw + q - pw < iw */
+    int32_t j0 = pw > q ? (pw - q + sw - 1) / sw : 0;
+    int32_t j1 = (iw + pw - q + sw - 1) / sw, n;
+    if (j1 > wq) j1 = wq;
+    if (j0 > j1) j0 = j1;
+    n = j1 - j0;
+    for (ci = 0; ci < ic; ci++) {
+      float *plane = s + ((size_t)ci * (size_t)sw + (size_t)q) * (size_t)hp * (size_t)wq;
+      const float *chan = in + (size_t)ci * (size_t)ih * (size_t)iw;
+      for (y = 0; y < hp; y++) {
+        float *row = plane + (size_t)y * (size_t)wq;
+        int32_t iy = y - ph;
+        const float *src;
+        if (iy < 0 || iy >= ih || n == 0) {
+          for (j = 0; j < wq; j++) row[j] = 0.0f;
+          continue;
+        }
+        src = chan + (size_t)iy * (size_t)iw + (size_t)(j0 * sw + q - pw);
+        for (j = 0; j < j0; j++) row[j] = 0.0f;
+        if (sw == 1)
+          for (j = 0; j < n; j++) row[j0 + j] = src[j];
+        else
+          for (j = 0; j < n; j++) row[j0 + j] = src[(size_t)j * (size_t)sw];
+        for (j = j1; j < wq; j++) row[j] = 0.0f;
       }
+    }
+  }
+}
+
+/* Output vectors t0..t0+n: scratch base offsets, output offsets and valid
+ * lanes. Vectors past the end repeat vector t0 (computed, not stored). */
+static void tile_setup(const cardc_layer *L, int32_t t0, int32_t nvec, int32_t n,
+                       int32_t *base, int32_t *dst, int32_t *lanes) {
+  int32_t nvx = (L->ow + 7) / 8, v;
+  for (v = 0; v < n; v++) {
+    int32_t t = t0 + v < nvec ? t0 + v : t0;
+    int32_t oy = t / nvx, ox0 = (t % nvx) * 8, left = L->ow - ox0;
+    base[v] = oy * L->sh * L->wq + ox0;
+    dst[v] = oy * L->out_row + ox0 + L->out_base;
+    lanes[v] = t0 + v < nvec ? (left < 8 ? left : 8) : 0;
+  }
+}
+
+/* y = act(acc * m + b) for the valid lanes of one vector. */
+static void store_lanes(float *y, v8 acc, int32_t lanes, float m, float b, int32_t act) {
+  v8 v = v8_epilogue(acc, m, b, act);
+  if (lanes == 8)
+    memcpy(y, &v, sizeof v);
+  else if (lanes > 0)
+    memcpy(y, &v, sizeof(float) * (size_t)lanes);
+}
+
+/* Dense kernel for weight type WT read through LOADW. */
+#define CARDC_DENSE(NAME, WT, LOADW)                                                      \
+  static void NAME(const cardc_layer *L, const WT *W, const float *s, float *out) {        \
+    int32_t cols = L->ic * L->kh * L->kw, nvx = (L->ow + 7) / 8, nvec = L->oh * nvx;      \
+    int32_t nob = (L->oc + CARDC_J - 1) / CARDC_J, t0, ob, k, j, v;                       \
+    size_t plane = (size_t)L->out_plane;                                          \
+    for (t0 = 0; t0 < nvec; t0 += DENSE_V) {                                               \
+      int32_t base[DENSE_V], dst[DENSE_V], lanes[DENSE_V];                                 \
+      tile_setup(L, t0, nvec, DENSE_V, base, dst, lanes);                                  \
+      for (ob = 0; ob < nob; ob++) {                                                       \
+        const WT *w = W + (size_t)ob * (size_t)cols * CARDC_J;                             \
+        v8 acc[CARDC_J][DENSE_V];                                                          \
+        for (j = 0; j < CARDC_J; j++)                                                      \
+          for (v = 0; v < DENSE_V; v++) acc[j][v] = v8_zero();                             \
+        for (k = 0; k < cols; k++, w += CARDC_J) {                                         \
+          const float *x = s + L->koff[k];                                                 \
+          v8 xv[DENSE_V];                                                                  \
+          for (v = 0; v < DENSE_V; v++) xv[v] = v8_load(x + base[v]);                      \
+          for (j = 0; j < CARDC_J; j++) {                                                  \
+            float wj = LOADW(w[j]);                                                        \
+            for (v = 0; v < DENSE_V; v++) acc[j][v] = v8_fma(acc[j][v], xv[v], wj);        \
+          }                                                                                \
+        }                                                                                  \
+        for (j = 0; j < CARDC_J; j++) {                                                    \
+          int32_t o = ob * CARDC_J + j;                                                    \
+          float m;                                                                         \
+          if (o >= L->oc) break;                                                           \
+          m = L->mult ? L->mult[o] : 1.0f;                                                 \
+          for (v = 0; v < DENSE_V; v++)                                                    \
+            store_lanes(out + (size_t)o * plane + (size_t)dst[v], acc[j][v], lanes[v], m,  \
+                        L->bias[o], L->act);                                               \
+        }                                                                                  \
+      }                                                                                    \
+    }                                                                                      \
+  }
+
+#define LOAD_F32(x) (x)
+#define LOAD_F16(x) cardc_half_to_float(x)
+#define LOAD_I8(x) ((float)(x))
+CARDC_DENSE(dense_f32, float, LOAD_F32)
+CARDC_DENSE(dense_f16, uint16_t, LOAD_F16)
+CARDC_DENSE(dense_i8, int8_t, LOAD_I8)
+
+/* Sparse: per output channel, its nonzero values times the inputs at
+ * their offsets, for SPARSE_V pixel vectors at once. */
+#define CARDC_SPARSE_ROWS(OFF)                                                   \
+  for (o = 0; o < L->oc; o++) {                                                  \
+    uint32_t c, cnt = L->sp_nnz[o];                                              \
+    v8 acc[SPARSE_V];                                                            \
+    for (v = 0; v < SPARSE_V; v++) acc[v] = v8_zero();                           \
+    for (c = 0; c < cnt; c++, j++) {                                             \
+      size_t off = OFF[j];                                                       \
+      float w = L->sp_val[j];                                                    \
+      for (v = 0; v < SPARSE_V; v++) acc[v] = v8_fma(acc[v], v8_load(xb[v] + off), w); \
+    }                                                                            \
+    for (v = 0; v < SPARSE_V; v++)                                               \
+      store_lanes(out + (size_t)o * plane + (size_t)dst[v], acc[v], lanes[v],    \
+                  L->mult ? L->mult[o] : 1.0f, L->bias[o], L->act);              \
+  }
+
+static void sparse(const cardc_layer *L, const float *s, float *out) {
+  int32_t nvx = (L->ow + 7) / 8, nvec = L->oh * nvx, t0, o, v;
+  size_t plane = (size_t)L->out_plane;
+  for (t0 = 0; t0 < nvec; t0 += SPARSE_V) {
+    int32_t base[SPARSE_V], dst[SPARSE_V], lanes[SPARSE_V];
+    const float *xb[SPARSE_V]; /* per vector: scratch + base (register addressing) */
+    size_t j = 0;
+    tile_setup(L, t0, nvec, SPARSE_V, base, dst, lanes);
+    for (v = 0; v < SPARSE_V; v++) xb[v] = s + base[v];
+    if (L->off16) {
+      CARDC_SPARSE_ROWS(L->off16)
     } else {
-      const uint32_t *inc = L->sp_inc32;
-      for (c = 0; c < cnt; c++, j++) {
-        x += inc[j];
-        s += v[j] * *x;
-      }
+      CARDC_SPARSE_ROWS(L->off32)
     }
-    out[o] = s;
   }
 }
 
-void cardc_rows_binary(const cardc_layer *L, const float *patch, float *out) {
-  int32_t positions = L->kh * L->kw, words = L->bin_words, o, p, w, b;
-  for (o = 0; o < L->oc; o++) {
-    float s = 0.0f;
-    for (p = 0; p < positions; p++) {
-      size_t at = ((size_t)o * (size_t)positions + (size_t)p) * (size_t)words;
-      const float *x = patch + (size_t)p * (size_t)L->ic;
-      for (w = 0; w < words; w++) {
-        uint32_t sg = L->bin_sign[at + (size_t)w];
-        uint32_t m = L->bin_mask ? L->bin_mask[at + (size_t)w] : 0xffffffffu;
-        int32_t nb = L->ic - 32 * w;
-        const float *xw = x + 32 * w;
-        if (nb > 32) nb = 32;
-        /* kept sum minus twice the kept negative-sign sum; multiplies by
-           0/1 instead of branching (random signs defeat branch prediction) */
-        {
-          float all = 0.0f, neg = 0.0f;
-          for (b = 0; b < nb; b++) {
-            float v = xw[b] * (float)((m >> b) & 1u);
-            all += v;
-            neg += v * (float)((sg >> b) & 1u);
+/* Binary: weights are ±mult[o] where kept, so each output channel adds the
+ * inputs under kept +1 signs and subtracts those under kept -1 signs (no
+ * multiplies); set bits are visited with count-trailing-zeros. */
+static void binary(const cardc_layer *L, const float *s, float *out) {
+  int32_t nvx = (L->ow + 7) / 8, nvec = L->oh * nvx, t0, o, v, p, wd;
+  int32_t positions = L->kh * L->kw, words = L->bin_words;
+  size_t plane = (size_t)L->out_plane;
+  size_t cstride = (size_t)L->sw * (size_t)L->hp * (size_t)L->wq;
+  for (t0 = 0; t0 < nvec; t0 += SPARSE_V) {
+    int32_t base[SPARSE_V], dst[SPARSE_V], lanes[SPARSE_V];
+    tile_setup(L, t0, nvec, SPARSE_V, base, dst, lanes);
+    for (o = 0; o < L->oc; o++) {
+      v8 acc[SPARSE_V];
+      for (v = 0; v < SPARSE_V; v++) acc[v] = v8_zero();
+      for (p = 0; p < positions; p++) {
+        for (wd = 0; wd < words; wd++) {
+          size_t at = ((size_t)o * (size_t)positions + (size_t)p) * (size_t)words + (size_t)wd;
+          int32_t nb = L->ic - 32 * wd;
+          uint32_t full = nb >= 32 ? 0xffffffffu : (1u << nb) - 1u;
+          uint32_t m = L->bin_mask ? L->bin_mask[at] : full;
+          uint32_t pos = m & ~L->bin_sign[at], neg = m & L->bin_sign[at];
+          const float *xp = s + (size_t)L->poff[p] + (size_t)(32 * wd) * cstride;
+          while (pos) {
+            const float *x = xp + (size_t)CARDC_CTZ(pos) * cstride;
+            pos &= pos - 1u;
+            for (v = 0; v < SPARSE_V; v++) acc[v] = v8_add(acc[v], v8_load(x + base[v]));
           }
-          s += all - 2.0f * neg;
+          while (neg) {
+            const float *x = xp + (size_t)CARDC_CTZ(neg) * cstride;
+            neg &= neg - 1u;
+            for (v = 0; v < SPARSE_V; v++) acc[v] = v8_sub(acc[v], v8_load(x + base[v]));
+          }
         }
       }
+      for (v = 0; v < SPARSE_V; v++)
+        store_lanes(out + (size_t)o * plane + (size_t)dst[v], acc[v], lanes[v], L->mult[o],
+                    L->bias[o], L->act);
     }
-    out[o] = s;
   }
 }
 
-void cardc_mat(const cardc_layer *L, cardc_rows_fn rows, const float *in, float *out,
-               float *scratch) {
-  int32_t oy, ox, ky, kx, o;
-  int32_t direct = L->kh == 1 && L->kw == 1 && L->ph == 0 && L->pw == 0;
-  for (oy = 0; oy < L->oh; oy++) {
-    for (ox = 0; ox < L->ow; ox++) {
-      const float *patch;
-      float *y = out + ((size_t)oy * (size_t)L->ow + (size_t)ox) * (size_t)L->oc;
-      if (direct) {
-        patch = in + ((size_t)(oy * L->sh) * (size_t)L->iw + (size_t)(ox * L->sw)) * (size_t)L->ic;
+/* Binary as offset lists (sparse binary layers): per output channel the
+ * inputs under kept +1 signs, then those under kept -1 signs. */
+#define CARDC_BINARY_ROWS(OFF)                                                   \
+  for (o = 0; o < L->oc; o++) {                                                  \
+    uint32_t c, npos = L->bin_npos[o], nneg = L->bin_nneg[o];                    \
+    v8 acc[SPARSE_V];                                                            \
+    for (v = 0; v < SPARSE_V; v++) acc[v] = v8_zero();                           \
+    for (c = 0; c < npos; c++, j++) {                                            \
+      size_t off = OFF[j];                                                       \
+      for (v = 0; v < SPARSE_V; v++) acc[v] = v8_add(acc[v], v8_load(xb[v] + off)); \
+    }                                                                            \
+    for (c = 0; c < nneg; c++, j++) {                                            \
+      size_t off = OFF[j];                                                       \
+      for (v = 0; v < SPARSE_V; v++) acc[v] = v8_sub(acc[v], v8_load(xb[v] + off)); \
+    }                                                                            \
+    for (v = 0; v < SPARSE_V; v++)                                               \
+      store_lanes(out + (size_t)o * plane + (size_t)dst[v], acc[v], lanes[v],    \
+                  L->mult[o], L->bias[o], L->act);                               \
+  }
+
+static void binary_lists(const cardc_layer *L, const float *s, float *out) {
+  int32_t nvx = (L->ow + 7) / 8, nvec = L->oh * nvx, t0, o, v;
+  size_t plane = (size_t)L->out_plane;
+  for (t0 = 0; t0 < nvec; t0 += SPARSE_V) {
+    int32_t base[SPARSE_V], dst[SPARSE_V], lanes[SPARSE_V];
+    const float *xb[SPARSE_V]; /* per vector: scratch + base (register addressing) */
+    size_t j = 0;
+    tile_setup(L, t0, nvec, SPARSE_V, base, dst, lanes);
+    for (v = 0; v < SPARSE_V; v++) xb[v] = s + base[v];
+    if (L->off16) {
+      CARDC_BINARY_ROWS(L->off16)
+    } else {
+      CARDC_BINARY_ROWS(L->off32)
+    }
+  }
+}
+
+/* Zeroes the borders of a handed-off output (the interior is written by
+ * the kernel): rows above and below the image, columns left and right. */
+static void zero_borders(const cardc_layer *L, float *out) {
+  int32_t c, y, j;
+  const int32_t hp = L->out_hp, wq = L->out_wq, ph = L->out_ph, pw = L->out_pw;
+  for (c = 0; c < L->oc; c++) {
+    float *plane = out + (size_t)c * (size_t)L->out_plane;
+    for (y = 0; y < hp; y++) {
+      float *row = plane + (size_t)y * (size_t)wq;
+      if (y < ph || y >= ph + L->oh) {
+        for (j = 0; j < wq; j++) row[j] = 0.0f;
       } else {
-        float *d = scratch;
-        for (ky = 0; ky < L->kh; ky++) {
-          int32_t iy = oy * L->sh + ky - L->ph;
-          for (kx = 0; kx < L->kw; kx++, d += L->ic) {
-            int32_t ix = ox * L->sw + kx - L->pw;
-            if (iy < 0 || iy >= L->ih || ix < 0 || ix >= L->iw)
-              memset(d, 0, sizeof(float) * (size_t)L->ic);
-            else
-              memcpy(d, in + ((size_t)iy * (size_t)L->iw + (size_t)ix) * (size_t)L->ic,
-                     sizeof(float) * (size_t)L->ic);
-          }
-        }
-        patch = scratch;
-      }
-      rows(L, patch, y);
-      for (o = 0; o < L->oc; o++) {
-        float v = L->mult ? y[o] * L->mult[o] : y[o];
-        y[o] = act_apply(v + L->bias[o], L->act);
+        for (j = 0; j < pw; j++) row[j] = 0.0f;
+        for (j = pw + L->ow; j < wq; j++) row[j] = 0.0f;
       }
     }
+  }
+}
+
+void cardc_mat(const cardc_layer *L, const float *in, float *out, float *scratch) {
+  const float *s = in;
+  if (!L->in_padded) {
+    pad_input(L, in, scratch);
+    s = scratch;
+  }
+  if (L->out_wq > 0) zero_borders(L, out);
+  switch (L->format) {
+    case CARDC_F32:
+      dense_f32(L, L->w_f32, s, out);
+      break;
+    case CARDC_F16:
+      dense_f16(L, L->w_f16, s, out);
+      break;
+    case CARDC_I8:
+      dense_i8(L, L->w_i8, s, out);
+      break;
+    case CARDC_SPARSE:
+      sparse(L, s, out);
+      break;
+    case CARDC_BINARY:
+      binary(L, s, out);
+      break;
+    default:
+      binary_lists(L, s, out);
+      break;
   }
 }
 
@@ -183,9 +384,10 @@ void cardc_normalize(const uint8_t *img, const float *lut, int32_t c, int32_t pi
                      float *out) {
   int32_t ch, p;
   for (ch = 0; ch < c; ch++)
-    for (p = 0; p < pixels; p++)
-      out[(size_t)p * (size_t)c + (size_t)ch] =
-          lut[(size_t)ch * 256u + img[(size_t)ch * (size_t)pixels + (size_t)p]];
+    for (p = 0; p < pixels; p++) {
+      size_t i = (size_t)ch * (size_t)pixels + (size_t)p;
+      out[i] = lut[(size_t)ch * 256u + img[i]];
+    }
 }
 
 void cardc_add(const float *a, const float *b, float *out, int32_t n, int32_t act) {
@@ -196,9 +398,9 @@ void cardc_add(const float *a, const float *b, float *out, int32_t n, int32_t ac
 void cardc_affine(const float *in, float *out, const float *scale, const float *shift,
                   int32_t pixels, int32_t c, int32_t act) {
   int32_t p, ch;
-  for (p = 0; p < pixels; p++)
-    for (ch = 0; ch < c; ch++) {
-      size_t i = (size_t)p * (size_t)c + (size_t)ch;
+  for (ch = 0; ch < c; ch++)
+    for (p = 0; p < pixels; p++) {
+      size_t i = (size_t)ch * (size_t)pixels + (size_t)p;
       out[i] = act_apply(in[i] * scale[ch] + shift[ch], act);
     }
 }
@@ -213,29 +415,29 @@ static void pool(const float *in, float *out, int32_t ih, int32_t iw, int32_t c,
                  int32_t pw, int32_t is_max) {
   int32_t oy, ox, iy, ix, ch;
   float inv = 1.0f / (float)(kh * kw);
-  for (oy = 0; oy < oh; oy++) {
-    int32_t y0 = oy * sh - ph, y1 = oy * sh + kh - ph;
-    if (y0 < 0) y0 = 0;
-    if (y1 > ih) y1 = ih;
-    for (ox = 0; ox < ow; ox++) {
-      int32_t x0 = ox * sw - pw, x1 = ox * sw + kw - pw;
-      float *y = out + ((size_t)oy * (size_t)ow + (size_t)ox) * (size_t)c;
-      if (x0 < 0) x0 = 0;
-      if (x1 > iw) x1 = iw;
-      for (ch = 0; ch < c; ch++) y[ch] = is_max ? -INFINITY : 0.0f;
-      for (iy = y0; iy < y1; iy++)
-        for (ix = x0; ix < x1; ix++) {
-          const float *x = in + ((size_t)iy * (size_t)iw + (size_t)ix) * (size_t)c;
-          for (ch = 0; ch < c; ch++) {
+  for (ch = 0; ch < c; ch++) {
+    const float *x = in + (size_t)ch * (size_t)ih * (size_t)iw;
+    float *y = out + (size_t)ch * (size_t)oh * (size_t)ow;
+    for (oy = 0; oy < oh; oy++) {
+      int32_t y0 = oy * sh - ph, y1 = oy * sh + kh - ph;
+      if (y0 < 0) y0 = 0;
+      if (y1 > ih) y1 = ih;
+      for (ox = 0; ox < ow; ox++) {
+        int32_t x0 = ox * sw - pw, x1 = ox * sw + kw - pw;
+        float acc = is_max ? -INFINITY : 0.0f;
+        if (x0 < 0) x0 = 0;
+        if (x1 > iw) x1 = iw;
+        for (iy = y0; iy < y1; iy++)
+          for (ix = x0; ix < x1; ix++) {
+            float v = x[(size_t)iy * (size_t)iw + (size_t)ix];
             if (is_max) {
-              if (x[ch] > y[ch]) y[ch] = x[ch];
+              if (v > acc) acc = v;
             } else {
-              y[ch] += x[ch];
+              acc += v;
             }
           }
-        }
-      if (!is_max)
-        for (ch = 0; ch < c; ch++) y[ch] *= inv;
+        y[(size_t)oy * (size_t)ow + (size_t)ox] = is_max ? acc : acc * inv;
+      }
     }
   }
 }
@@ -255,15 +457,9 @@ void cardc_avgpool(const float *in, float *out, int32_t ih, int32_t iw, int32_t 
 void cardc_global_avgpool(const float *in, float *out, int32_t pixels, int32_t c) {
   int32_t p, ch;
   float inv = 1.0f / (float)(pixels > 0 ? pixels : 1);
-  for (ch = 0; ch < c; ch++) out[ch] = 0.0f;
-  for (p = 0; p < pixels; p++)
-    for (ch = 0; ch < c; ch++) out[ch] += in[(size_t)p * (size_t)c + (size_t)ch];
-  for (ch = 0; ch < c; ch++) out[ch] *= inv;
-}
-
-void cardc_to_channels_first(const float *in, float *out, int32_t pixels, int32_t c) {
-  int32_t p, ch;
-  for (p = 0; p < pixels; p++)
-    for (ch = 0; ch < c; ch++)
-      out[(size_t)ch * (size_t)pixels + (size_t)p] = in[(size_t)p * (size_t)c + (size_t)ch];
+  for (ch = 0; ch < c; ch++) {
+    float acc = 0.0f;
+    for (p = 0; p < pixels; p++) acc += in[(size_t)ch * (size_t)pixels + (size_t)p];
+    out[ch] = acc * inv;
+  }
 }

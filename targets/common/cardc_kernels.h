@@ -1,10 +1,33 @@
-/* cardc runtime kernels: portable C99, no dynamic allocation.
+/* cardc runtime kernels: C99, no dynamic allocation.
  *
- * Activations are f32, channels-last ([H][W][C]). A matrix layer (conv or
- * linear) computes per output pixel and output channel o:
- *   y[o] = act(mult[o] * sum_k w[o][k] * patch[k] + bias[o])
- * where patch is the input window in [kh][kw][ic] order (zeros outside the
- * image). The weight formats are documented in cardc's src/compile/pack.rs.
+ * Activations are f32, channels-first ([C][H][W], the IR's order, so
+ * Flatten is free). A matrix layer (conv or linear; linear = 1x1 conv on a
+ * 1x1 image) computes per output channel o and output pixel:
+ *   y[o] = act(mult[o] * sum_k w[o][k] * x[k] + bias[o])
+ * over the input window x (zeros outside the image).
+ *
+ * Every matrix layer first copies its input into `scratch` in a padded,
+ * column-phase-split layout: channel ci, column phase q (= x mod sw), padded
+ * row y, column j at
+ *   scratch[((ci * sw + q) * hp + y) * wq + j]   (padded column x = j*sw + q)
+ * so that for a fixed (ci, ky, kx) the inputs of 8 consecutive output
+ * columns are 8 consecutive floats, at any stride. The kernels vectorize
+ * over output pixels (8 columns of one row per vector): the sparse and
+ * binary kernels need that, because every output channel has its own
+ * pattern of kept weights. The dense kernel blocks CARDC_J output channels
+ * x CARDC_DENSE_V pixel vectors in registers.
+ *
+ * Weight formats (emitted by cardc's src/compile/emit_c.rs):
+ *  - dense (f32/f16/int8): [ceil(oc/J)][ic*kh*kw][J] in (ci, ky, kx) order,
+ *    output channels padded with zeros to a multiple of J; koff[k] is the
+ *    scratch offset of patch element k.
+ *  - sparse: per output channel nnz[o] values and their scratch offsets.
+ *  - binary: per output channel and kernel position, sign and mask words
+ *    along input channels (bit set = -1 / kept); poff[p] is the scratch
+ *    offset of kernel position p for channel 0, channel ci adds ci*cstride.
+ *  - binary lists (binary layers where this is no larger than the words):
+ *    per output channel npos[o] offsets under +1 signs, then nneg[o] under
+ *    -1 signs; the weight is +-mult[o].
  */
 #ifndef CARDC_KERNELS_H
 #define CARDC_KERNELS_H
@@ -16,45 +39,58 @@
 #define CARDC_ACT_RELU 1
 #define CARDC_ACT_RELU6 2
 
-/* One matrix layer: geometry, bias and multipliers, and the weights of
- * exactly one format (the others are NULL). */
+/* Output channels per dense weight block (cardc's DENSE_J). */
+#define CARDC_J 4
+
+/* Weight formats of a matrix layer. */
+#define CARDC_F32 0
+#define CARDC_F16 1
+#define CARDC_I8 2
+#define CARDC_SPARSE 3
+#define CARDC_BINARY 4
+#define CARDC_BINARY_LISTS 5
+
+/* One matrix layer: geometry, padded-input layout, bias and multipliers,
+ * and the weights of exactly one format (the others are NULL). */
 typedef struct cardc_layer {
-  int32_t ih, iw, ic, oh, ow, oc, kh, kw, sh, sw, ph, pw, act;
+  int32_t ih, iw, ic, oh, ow, oc, kh, kw, sh, sw, ph, pw, act, format;
+  int32_t hp, wq; /* padded rows; columns per phase */
+  int32_t in_padded; /* input already in the padded layout (handed off) */
+  /* Output element (o, oy, ox) at o*out_plane + oy*out_row + ox + out_base;
+   * out_wq > 0: the output is the next layer's zero-bordered padded input
+   * (out_hp x out_wq per channel, image at row out_ph, column out_pw). */
+  int32_t out_plane, out_row, out_base, out_hp, out_wq, out_ph, out_pw;
   const float *bias; /* [oc] */
   const float *mult; /* [oc] or NULL (= 1) */
+  const int32_t *koff; /* dense: [ic*kh*kw] */
   const float *w_f32;
   const uint16_t *w_f16;
   const int8_t *w_i8;
   const uint32_t *sp_nnz; /* [oc] */
   const float *sp_val;
-  const uint16_t *sp_inc16;
-  const uint32_t *sp_inc32;
+  const uint16_t *off16; /* sparse / binary lists: scratch offsets */
+  const uint32_t *off32;
   const uint32_t *bin_sign; /* [oc][kh*kw][words] */
   const uint32_t *bin_mask; /* same shape, or NULL when all kept */
+  const int32_t *poff;      /* binary: [kh*kw] */
+  const uint32_t *bin_npos; /* binary lists: [oc] */
+  const uint32_t *bin_nneg;
   int32_t bin_words;
 } cardc_layer;
 
-/* Computes all oc outputs of one pixel from its patch (no bias, no act). */
-typedef void (*cardc_rows_fn)(const cardc_layer *L, const float *patch, float *out);
+/* Convolution / linear layer: [ic][ih][iw] -> [oc][oh][ow] (or the output
+ * layout above). scratch receives the padded input unless in_padded, when
+ * `in` is that padded input. */
+void cardc_mat(const cardc_layer *L, const float *in, float *out, float *scratch);
 
-void cardc_rows_f32(const cardc_layer *L, const float *patch, float *out);
-void cardc_rows_f16(const cardc_layer *L, const float *patch, float *out);
-void cardc_rows_i8(const cardc_layer *L, const float *patch, float *out);
-void cardc_rows_sparse(const cardc_layer *L, const float *patch, float *out);
-void cardc_rows_binary(const cardc_layer *L, const float *patch, float *out);
-
-/* Convolution / linear layer. scratch holds kh*kw*ic floats. */
-void cardc_mat(const cardc_layer *L, cardc_rows_fn rows, const float *in, float *out,
-               float *scratch);
-
-/* Raw CHW bytes -> channels-last floats through lut[c][256]. */
+/* Raw CHW bytes -> CHW floats through lut[c][256]. */
 void cardc_normalize(const uint8_t *img, const float *lut, int32_t c, int32_t pixels,
                      float *out);
 void cardc_add(const float *a, const float *b, float *out, int32_t n, int32_t act);
 void cardc_affine(const float *in, float *out, const float *scale, const float *shift,
                   int32_t pixels, int32_t c, int32_t act);
 void cardc_activation(const float *in, float *out, int32_t n, int32_t act);
-/* Pooling on [ih][iw][c]; avg counts padded cells (divides by kh*kw). */
+/* Pooling on [c][ih][iw]; avg counts padded cells (divides by kh*kw). */
 void cardc_maxpool(const float *in, float *out, int32_t ih, int32_t iw, int32_t c,
                    int32_t oh, int32_t ow, int32_t kh, int32_t kw, int32_t sh, int32_t sw,
                    int32_t ph, int32_t pw);
@@ -62,8 +98,6 @@ void cardc_avgpool(const float *in, float *out, int32_t ih, int32_t iw, int32_t 
                    int32_t oh, int32_t ow, int32_t kh, int32_t kw, int32_t sh, int32_t sw,
                    int32_t ph, int32_t pw);
 void cardc_global_avgpool(const float *in, float *out, int32_t pixels, int32_t c);
-/* [pixels][c] -> [c][pixels] */
-void cardc_to_channels_first(const float *in, float *out, int32_t pixels, int32_t c);
 
 /* IEEE half bits -> float (exact). */
 float cardc_half_to_float(uint16_t h);

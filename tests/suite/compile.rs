@@ -283,6 +283,119 @@ fn every_format_and_operator_matches_the_reference_under_sanitizers() {
     }
 }
 
+/// The plain-C99 fallback of the kernels (no vector extension) computes
+/// the same as the vectorized path, for every format, under sanitizers.
+#[test]
+fn portable_kernels_match_the_reference() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flags: Vec<&str> = SANITIZE
+        .iter()
+        .copied()
+        .chain(["-DCARDC_PORTABLE"])
+        .collect();
+    for (state, f) in [
+        ("dense", Format::F32),
+        ("dense", Format::Int8),
+        ("masked", Format::Sparse),
+        ("binary", Format::Binary),
+    ] {
+        let card = card_of(model_for(every_op_graph(), state, 21));
+        let ds = random_images(&card, 2, 21);
+        let dir = tmp.path().join(format!("{state}-{}", f.name()));
+        let (err, _) = compare(
+            &card,
+            &dir,
+            &opts("host", FormatChoice::Force(f)),
+            &ds,
+            &flags,
+        );
+        assert!(
+            err <= tolerance(f),
+            "{state} as {}: relative error {err}",
+            f.name()
+        );
+    }
+}
+
+/// Odd geometries: output widths that are not a multiple of the 8-pixel
+/// vector (7, 4, 3, 1), channel counts that are not a multiple of the
+/// dense block (3, 5, 6, 7, 9) or of the 32-bit binary word (33), 2x2 and
+/// 1x3-padded kernels, stride 3; rows fully masked or fully kept; outputs
+/// handed off into the next layer's padded input.
+fn odd_graph() -> Graph {
+    let c = |ic, oc, k: (usize, usize), s, p: (usize, usize)| {
+        Op::Conv2d(Conv2d {
+            in_channels: ic,
+            out_channels: oc,
+            kernel: k,
+            stride: (s, s),
+            padding: p,
+            groups: 1,
+            bias: true,
+        })
+    };
+    let nodes = vec![
+        node(
+            "input",
+            Op::Input {
+                channels: 1,
+                height: 7,
+                width: 7,
+            },
+            &[],
+        ),
+        node("c1", c(1, 33, (3, 3), 1, (1, 1)), &[0]),
+        node("r1", Op::Relu, &[1]),
+        node("c2", c(33, 7, (2, 2), 2, (0, 0)), &[2]),
+        node("c3", c(7, 9, (1, 3), 1, (0, 1)), &[3]),
+        node("r3", Op::Relu, &[4]),
+        node("c4", c(9, 6, (3, 3), 3, (1, 1)), &[5]),
+        node("flatten", Op::Flatten, &[6]),
+        node(
+            "fc",
+            Op::Linear(Linear {
+                in_features: 6,
+                out_features: 3,
+                bias: true,
+            }),
+            &[7],
+        ),
+    ];
+    let g = Graph {
+        name: "odd".into(),
+        nodes,
+    };
+    g.shapes().expect("valid test graph");
+    g
+}
+
+#[test]
+fn odd_shapes_match_the_reference_in_every_exact_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (state, f) in [
+        ("dense", Format::F32),
+        ("masked", Format::Sparse),
+        ("masked", Format::F32),
+        ("binary", Format::Binary),
+    ] {
+        let card = card_of(model_for(odd_graph(), state, 31));
+        let ds = random_images(&card, 3, 31);
+        let dir = tmp.path().join(format!("{state}-{}", f.name()));
+        let (err, agree) = compare(
+            &card,
+            &dir,
+            &opts("host", FormatChoice::Force(f)),
+            &ds,
+            SANITIZE,
+        );
+        assert!(err <= 1e-4, "{state} as {}: relative error {err}", f.name());
+        assert_eq!(agree, 1.0);
+        // c2 -> c3 and c4 -> fc hand their outputs off in padded form.
+        let model_c = std::fs::read_to_string(dir.join("model.c")).unwrap();
+        assert_eq!(model_c.matches(".in_padded = 1").count(), 2, "{state}");
+    }
+}
+
 #[test]
 fn auto_picks_binary_and_sparse_from_the_weights() {
     let tmp = tempfile::tempdir().unwrap();
@@ -485,4 +598,44 @@ fn compile_and_run_commands_report_json() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown target"));
+}
+
+/// `cardc bench infer` times tract on an exported card and reports the
+/// latency statistics; a missing or bad `--onnx`/`--input` is a one-line
+/// error.
+#[test]
+fn bench_infer_times_tract_on_an_exported_card() {
+    use crate::common::{assert_clean_error, cardc, cardc_json};
+    let tmp = tempfile::tempdir().unwrap();
+    let card = resnet_card("dense");
+    let card_path = tmp.path().join("m.card");
+    card.save(&card_path).unwrap();
+    let onnx = tmp.path().join("m.onnx");
+    let (c, o) = (card_path.to_str().unwrap(), onnx.to_str().unwrap());
+    assert!(
+        cardc(&["export", "--model", c, "--out", o])
+            .status
+            .success()
+    );
+    let v = cardc_json(&[
+        "bench", "infer", "--onnx", o, "--input", "3x32x32", "--iters", "5", "--json",
+    ]);
+    assert_eq!(v["runtime"], "tract");
+    let l = &v["latency_ms"];
+    let (min, med, max) = (
+        l["min"].as_f64().unwrap(),
+        l["median"].as_f64().unwrap(),
+        l["max"].as_f64().unwrap(),
+    );
+    assert!(0.0 < min && min <= med && med <= max, "{l}");
+    assert_eq!(l["runs"].as_array().unwrap().len(), 5);
+    assert_clean_error(&cardc(&["bench", "infer"]), "--onnx");
+    assert_clean_error(
+        &cardc(&["bench", "infer", "--onnx", o, "--input", "3x32"]),
+        "--input 3x32",
+    );
+    assert_clean_error(
+        &cardc(&["bench", "infer", "--onnx", c]),
+        "tract cannot load",
+    );
 }

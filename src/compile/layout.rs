@@ -1,0 +1,396 @@
+//! Where the C kernels find their operands: the padded, column-phase-split
+//! copy of a matrix layer's input in `scratch`, and the weight orders the
+//! emitter writes for it (see `targets/common/cardc_kernels.h`).
+//!
+//! Channel `ci`, column phase `q = x mod sw`, padded row `y` and column
+//! `x = j·sw + q` live at `((ci·sw + q)·hp + y)·wq + j`. For a fixed patch
+//! element `(ci, ky, kx)` the inputs of consecutive output columns are then
+//! consecutive floats at any stride, which is what lets every kernel
+//! vectorize over output pixels with plain loads.
+
+use super::lower::Geom;
+use super::pack::{Increments, Packed};
+
+/// Output channels per dense weight block (the C kernels' `CARDC_J`).
+pub const DENSE_J: usize = 4;
+
+/// Output columns per pixel vector (the kernels' 8-float vectors).
+const LANES: usize = 8;
+
+/// The padded input layout of one matrix layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Padded {
+    /// Padded rows.
+    pub hp: usize,
+    /// Columns per phase.
+    pub wq: usize,
+    /// Floats per input channel: `sw · hp · wq`.
+    pub cstride: usize,
+}
+
+impl Padded {
+    /// The layout for `g`.
+    pub fn of(g: &Geom) -> Padded {
+        let hp = g.ih + 2 * g.ph;
+        let wq = (g.iw + 2 * g.pw).div_ceil(g.sw.max(1));
+        Padded {
+            hp,
+            wq,
+            cstride: g.sw * hp * wq,
+        }
+    }
+
+    /// Offset of kernel position `(ky, kx)` of channel 0.
+    pub fn poff(&self, g: &Geom, ky: usize, kx: usize) -> usize {
+        ((kx % g.sw) * self.hp + ky) * self.wq + kx / g.sw
+    }
+
+    /// Offset of patch element `(ci, ky, kx)` for output pixel (0, 0).
+    pub fn off(&self, g: &Geom, ci: usize, ky: usize, kx: usize) -> usize {
+        ci * self.cstride + self.poff(g, ky, kx)
+    }
+
+    /// Scratch floats the layer needs: the padded input plus what the last
+    /// (partly valid) pixel vector reads past it.
+    pub fn scratch_floats(&self, g: &Geom) -> usize {
+        let nvx = g.ow.div_ceil(LANES);
+        let max_base = (g.oh.max(1) - 1) * g.sh * self.wq + (nvx.max(1) - 1) * LANES;
+        let max_poff = (0..g.kh)
+            .flat_map(|ky| (0..g.kw).map(move |kx| (ky, kx)))
+            .map(|(ky, kx)| self.poff(g, ky, kx))
+            .max()
+            .unwrap_or(0);
+        let read_end = (g.ic.max(1) - 1) * self.cstride + max_poff + max_base + LANES;
+        read_end.max(g.ic * self.cstride)
+    }
+}
+
+/// Where each step's padded input and output live: matrix layers read a
+/// padded copy of their input from buffer `A`, except when the previous
+/// step (a matrix layer whose output nothing else reads) wrote its output
+/// straight into this layer's padded layout ("handoff": stride-1 consumers
+/// only, where the layout is a plain zero-bordered image). A producer writes
+/// into the buffer its own input does not occupy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Buffers {
+    /// Per step: the buffer (0 = A, 1 = B) holding its padded input, for
+    /// matrix layers.
+    pub input: Vec<Option<u8>>,
+    /// Per step: the buffer its output is handed off into (else the arena).
+    pub handoff: Vec<Option<u8>>,
+    /// Floats of buffers A and B.
+    pub floats: [usize; 2],
+}
+
+/// Plans the padded-input buffers of `program`.
+pub fn buffers(program: &super::lower::Program) -> Buffers {
+    use super::lower::Step;
+    let n = program.steps.len();
+    let mut readers = vec![0usize; program.values.len()];
+    for s in &program.steps {
+        for v in s.inputs() {
+            readers[v] += 1;
+        }
+    }
+    let mut b = Buffers {
+        input: vec![None; n],
+        handoff: vec![None; n],
+        floats: [0, 0],
+    };
+    for i in 0..n {
+        let Step::Mat { layer, out, .. } = &program.steps[i] else {
+            continue;
+        };
+        let g = &layer.geom;
+        let buf = b.input[i].unwrap_or(0);
+        b.input[i] = Some(buf);
+        let need = Padded::of(g).scratch_floats(g);
+        b.floats[buf as usize] = b.floats[buf as usize].max(need);
+        if let Some(Step::Mat {
+            layer: next,
+            input: next_in,
+            ..
+        }) = program.steps.get(i + 1)
+            && *next_in == *out
+            && readers[*out] == 1
+            && *out != program.output
+            && next.geom.sw == 1
+            && (next.geom.ic, next.geom.ih, next.geom.iw) == (g.oc, g.oh, g.ow)
+        {
+            let other = 1 - buf;
+            b.handoff[i] = Some(other);
+            b.input[i + 1] = Some(other);
+        }
+    }
+    b
+}
+
+/// Scratch offsets of the patch elements in the dense kernels' `(ci, ky, kx)`
+/// order.
+pub fn dense_offsets(g: &Geom) -> Vec<i32> {
+    let p = Padded::of(g);
+    let mut v = Vec::with_capacity(g.cols());
+    for ci in 0..g.ic {
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                v.push(p.off(g, ci, ky, kx) as i32);
+            }
+        }
+    }
+    v
+}
+
+/// Binary kernels: offset of each kernel position (`ky·kw + kx`) of channel 0.
+pub fn position_offsets(g: &Geom) -> Vec<i32> {
+    let p = Padded::of(g);
+    (0..g.kh)
+        .flat_map(|ky| (0..g.kw).map(move |kx| (ky, kx)))
+        .map(|(ky, kx)| p.poff(g, ky, kx) as i32)
+        .collect()
+}
+
+/// Dense weights `[oc][kh][kw][ic]` reordered to `[ceil(oc/J)][(ci, ky, kx)][J]`
+/// with the missing output channels of the last block as `zero`.
+pub fn dense_blocks<T: Copy>(w: &[T], g: &Geom, zero: T) -> Vec<T> {
+    let cols = g.cols();
+    let blocks = g.oc.div_ceil(DENSE_J);
+    let mut out = Vec::with_capacity(blocks * DENSE_J * cols);
+    for b in 0..blocks {
+        for ci in 0..g.ic {
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let k = (ky * g.kw + kx) * g.ic + ci;
+                    for j in 0..DENSE_J {
+                        let o = b * DENSE_J + j;
+                        out.push(if o < g.oc { w[o * cols + k] } else { zero });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A sparse layer as the kernel reads it: per output channel its nonzero
+/// count, and the values with their scratch offsets, ascending by offset.
+pub struct SparseRows {
+    pub nnz: Vec<u32>,
+    pub values: Vec<f32>,
+    pub offsets: Vec<u32>,
+}
+
+/// Converts a sparse packing (patch-index increments) to scratch offsets.
+pub fn sparse_rows(packed: &Packed, g: &Geom) -> Option<SparseRows> {
+    let Packed::Sparse {
+        nnz,
+        values,
+        increments,
+    } = packed
+    else {
+        return None;
+    };
+    let p = Padded::of(g);
+    let inc = |j: usize| match increments {
+        Increments::U16(v) => v[j] as usize,
+        Increments::U32(v) => v[j] as usize,
+    };
+    let mut rows = SparseRows {
+        nnz: nnz.clone(),
+        values: Vec::with_capacity(values.len()),
+        offsets: Vec::with_capacity(values.len()),
+    };
+    let mut j = 0;
+    for &n in nnz {
+        let mut k = 0;
+        let mut row: Vec<(u32, f32)> = (0..n)
+            .map(|_| {
+                k += inc(j);
+                let (pos, ci) = (k / g.ic, k % g.ic);
+                let v = values[j];
+                j += 1;
+                (p.off(g, ci, pos / g.kw, pos % g.kw) as u32, v)
+            })
+            .collect();
+        // Ascending offsets: channel by channel through the scratch.
+        row.sort_by_key(|&(o, _)| o);
+        rows.offsets.extend(row.iter().map(|&(o, _)| o));
+        rows.values.extend(row.iter().map(|&(_, v)| v));
+    }
+    Some(rows)
+}
+
+/// A binary layer as offset lists: per output channel the scratch offsets
+/// of the kept `+1` weights (`npos`), then of the kept `−1` weights (`nneg`).
+pub struct BinaryLists {
+    pub npos: Vec<u32>,
+    pub nneg: Vec<u32>,
+    pub offsets: Vec<u32>,
+}
+
+/// Converts a binary packing (sign and mask words) to offset lists.
+pub fn binary_lists(packed: &Packed, g: &Geom) -> Option<BinaryLists> {
+    let Packed::Binary { words, signs, mask } = packed else {
+        return None;
+    };
+    let p = Padded::of(g);
+    let positions = g.kh * g.kw;
+    let mut l = BinaryLists {
+        npos: Vec::with_capacity(g.oc),
+        nneg: Vec::with_capacity(g.oc),
+        offsets: Vec::new(),
+    };
+    for o in 0..g.oc {
+        let (mut pos, mut neg) = (Vec::new(), Vec::new());
+        for ci in 0..g.ic {
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let at = (o * positions + ky * g.kw + kx) * words + ci / 32;
+                    let bit = 1u32 << (ci % 32);
+                    if mask.as_ref().is_none_or(|m| m[at] & bit != 0) {
+                        let off = p.off(g, ci, ky, kx) as u32;
+                        if signs[at] & bit != 0 {
+                            neg.push(off);
+                        } else {
+                            pos.push(off);
+                        }
+                    }
+                }
+            }
+        }
+        pos.sort_unstable();
+        neg.sort_unstable();
+        l.npos.push(pos.len() as u32);
+        l.nneg.push(neg.len() as u32);
+        l.offsets.extend(pos);
+        l.offsets.extend(neg);
+    }
+    Some(l)
+}
+
+/// Bytes of a binary layer as offset lists.
+fn binary_lists_bytes(packed: &Packed, g: &Geom) -> Option<usize> {
+    let Packed::Binary { mask, .. } = packed else {
+        return None;
+    };
+    let kept: usize = match mask {
+        Some(m) => m.iter().map(|w| w.count_ones() as usize).sum(),
+        None => g.oc * g.cols(),
+    };
+    let off = if sparse_offsets_fit_u16(g) { 2 } else { 4 };
+    Some(8 * g.oc + off * kept)
+}
+
+/// Whether a binary layer is emitted as offset lists: when they take no
+/// more flash than the sign and mask words (sparse binary layers). The
+/// lists need no bit decoding, whose data-dependent loop exits mispredict.
+pub fn binary_as_lists(packed: &Packed, g: &Geom) -> bool {
+    binary_lists_bytes(packed, g).is_some_and(|b| b <= packed.bytes() + 4 * g.kh * g.kw)
+}
+
+/// Whether sparse offsets of `g` fit 16 bits.
+pub fn sparse_offsets_fit_u16(g: &Geom) -> bool {
+    g.ic * Padded::of(g).cstride <= u16::MAX as usize + 1
+}
+
+/// Flash bytes of a layer's weights as emitted: blocked dense weights
+/// (padded to `J` channels) and their offset table, sparse values with
+/// their offsets, binary words with their position offsets.
+pub fn emitted_weight_bytes(packed: &Packed, g: &Geom) -> usize {
+    let padded_rows = g.oc.div_ceil(DENSE_J) * DENSE_J;
+    let dense = |elem: usize| elem * padded_rows * g.cols() + 4 * g.cols();
+    match packed {
+        Packed::F32(_) => dense(4),
+        Packed::F16(_) => dense(2),
+        Packed::Int8(_) => dense(1),
+        Packed::Sparse { nnz, values, .. } => {
+            let off = if sparse_offsets_fit_u16(g) { 2 } else { 4 };
+            4 * nnz.len() + (4 + off) * values.len()
+        }
+        Packed::Binary { .. } => {
+            let words = packed.bytes() + 4 * g.kh * g.kw;
+            binary_lists_bytes(packed, g).map_or(words, |l| l.min(words))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::pack::{Format, pack};
+
+    fn geom(ih: usize, ic: usize, oc: usize, k: usize, s: usize, p: usize) -> Geom {
+        let o = (ih + 2 * p - k) / s + 1;
+        Geom {
+            ih,
+            iw: ih,
+            ic,
+            oh: o,
+            ow: o,
+            oc,
+            kh: k,
+            kw: k,
+            sh: s,
+            sw: s,
+            ph: p,
+            pw: p,
+        }
+    }
+
+    #[test]
+    fn offsets_address_the_padded_phase_split_input() {
+        // Stride 2: padded column x of phase x % 2 at index x / 2.
+        let g = geom(9, 3, 5, 3, 2, 1);
+        let p = Padded::of(&g);
+        assert_eq!((p.hp, p.wq, p.cstride), (11, 6, 2 * 11 * 6));
+        // Output column ox reads padded column 2·ox + kx.
+        for kx in 0..3 {
+            let x = 2 * 3 + kx; // ox = 3
+            let want = ((x % 2) * p.hp) * p.wq + x / 2;
+            assert_eq!(p.poff(&g, 0, kx) + 3, want);
+        }
+        // Every read of the last, partly valid vector stays inside scratch.
+        let last = (g.oh - 1) * g.sh * p.wq + 8 * (g.ow.div_ceil(8) - 1);
+        let max = dense_offsets(&g).into_iter().max().unwrap() as usize;
+        assert!(max + last + 8 <= p.scratch_floats(&g));
+    }
+
+    #[test]
+    fn dense_blocks_pad_the_last_block_with_zeros() {
+        let g = geom(4, 2, 5, 3, 1, 1);
+        let w: Vec<f32> = (0..g.oc * g.cols()).map(|i| i as f32 + 1.0).collect();
+        let b = dense_blocks(&w, &g, 0.0);
+        assert_eq!(b.len(), 2 * DENSE_J * g.cols());
+        // Block 1 holds channel 4 then three zero channels.
+        let k = (g.kw + 1) * g.ic; // (ky=1, kx=1, ci=0)
+        let at = (g.cols() + g.kw + 1) * DENSE_J; // block 1, (ci=0, ky=1, kx=1)
+        assert_eq!(b[at], w[4 * g.cols() + k]);
+        assert_eq!(&b[at + 1..at + 4], &[0.0; 3]);
+    }
+
+    #[test]
+    fn sparse_rows_keep_every_value_at_its_offset() {
+        let g = geom(6, 3, 4, 3, 1, 1);
+        let mut r = crate::rng::Rng::new(2);
+        let w: Vec<f32> = (0..g.oc * g.cols())
+            .map(|_| if r.uniform() < 0.7 { 0.0 } else { r.normal() })
+            .collect();
+        let p = pack(&w, g.oc, g.cols(), g.ic, Format::Sparse).unwrap();
+        let rows = sparse_rows(&p.packed, &g).unwrap();
+        let pad = Padded::of(&g);
+        let mut j = 0;
+        for (o, &n) in rows.nnz.iter().enumerate() {
+            for _ in 0..n {
+                let off = rows.offsets[j] as usize;
+                let ci = off / pad.cstride;
+                let rest = off % pad.cstride;
+                let (ky, kx) = (rest / pad.wq, rest % pad.wq);
+                assert_eq!(
+                    w[o * g.cols() + (ky * g.kw + kx) * g.ic + ci],
+                    rows.values[j]
+                );
+                j += 1;
+            }
+        }
+        assert_eq!(j, w.iter().filter(|&&v| v != 0.0).count());
+    }
+}
