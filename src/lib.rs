@@ -15,6 +15,8 @@ pub mod compress;
 pub mod corrupt;
 pub mod data;
 pub mod eval;
+pub mod fuzzing;
+pub mod interrupt;
 pub mod ir;
 pub mod model;
 pub mod onnx;

@@ -31,8 +31,10 @@ pub const MAGIC: [u8; 8] = *b"CARDC\x00\x1a\n";
 /// added the per-tensor precision (f32/f16/int8) to the models inside
 /// training checkpoints; card and deck payloads are unchanged (a card's
 /// tensors carry their precision in their stored encoding), so those are
-/// still read from version 1 on. See [`Kind::oldest_readable`].
-pub const FORMAT_VERSION: u32 = 2;
+/// still read from version 1 on. Version 3 added the progress of a
+/// part-done epoch to training checkpoints (stops on Ctrl-C). See
+/// [`Kind::oldest_readable`].
+pub const FORMAT_VERSION: u32 = 3;
 /// Size of the fixed header before the payload.
 pub const HEADER_LEN: usize = 28;
 
@@ -66,7 +68,7 @@ impl Kind {
     pub fn oldest_readable(self) -> u32 {
         match self {
             Kind::Card | Kind::Deck => 1,
-            Kind::Checkpoint => 2,
+            Kind::Checkpoint => 3,
         }
     }
 
