@@ -1080,3 +1080,41 @@ fn bad_flags_fail_with_one_line_and_no_output() {
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Every input of the fuzz corpora (`fuzz/corpus/<target>/`) and every crash
+/// the fuzzers found (`fuzz/regressions/<target>/`, kept after the fix) runs
+/// through the same entry points as the fuzz targets, here in the normal
+/// suite: a panic fails the test. The committed seeds are valid files and
+/// must be accepted.
+#[test]
+fn fuzz_corpora_and_found_crashes_replay_cleanly() {
+    type Entry = fn(&[u8]) -> anyhow::Result<()>;
+    let targets: [(&str, Entry); 4] = [
+        ("card_decode", |b| cardc::fuzzing::card(b).map(|_| ())),
+        ("cifar_reader", |b| {
+            cardc::fuzzing::cifar10_batch(b).map(|_| ())
+        }),
+        ("npy_reader", |b| cardc::fuzzing::cifar10c(b).map(|_| ())),
+        ("onnx_import", |b| cardc::fuzzing::onnx(b).map(|_| ())),
+    ];
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    for (name, entry) in targets {
+        let mut replayed = 0;
+        for kind in ["corpus", "regressions"] {
+            let Ok(dir) = std::fs::read_dir(root.join(kind).join(name)) else {
+                continue;
+            };
+            for file in dir {
+                let path = file.unwrap().path();
+                let bytes = std::fs::read(&path).unwrap();
+                let result = entry(&bytes);
+                replayed += 1;
+                if kind == "corpus" && path.file_name().unwrap().len() < 30 {
+                    // Hand-named seeds (not libFuzzer's hash names) are valid.
+                    assert!(result.is_ok(), "{}: {:?}", path.display(), result.err());
+                }
+            }
+        }
+        assert!(replayed > 0, "no corpus for fuzz target {name}");
+    }
+}
