@@ -1049,6 +1049,21 @@ fn bad_flags_fail_with_one_line_and_no_output() {
             "/nowhere/artifact",
         ),
         (s(&["info", "/nowhere/m.card"]), "/nowhere/m.card"),
+        // Found by the argument parser (exit 2): still one line.
+        (s(&["train", "--bogus"]), "--bogus"),
+        (s(&["train", "--arch", "conv4"]), "--data"),
+        (
+            s(&[
+                "prune",
+                "--sparsity",
+                "half",
+                "--data",
+                "synthetic:64",
+                "--out",
+                o,
+            ]),
+            "half",
+        ),
     ];
     let mut failures = Vec::new();
     for (args, needle) in &cases {
