@@ -1096,6 +1096,110 @@ fn bad_flags_fail_with_one_line_and_no_output() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// The fuzz targets' entry points, by target name.
+type Entry = fn(&[u8]) -> anyhow::Result<()>;
+const ENTRIES: [(&str, Entry); 4] = [
+    ("card_decode", |b| cardc::fuzzing::card(b).map(|_| ())),
+    ("cifar_reader", |b| {
+        cardc::fuzzing::cifar10_batch(b).map(|_| ())
+    }),
+    ("npy_reader", |b| cardc::fuzzing::cifar10c(b).map(|_| ())),
+    ("onnx_import", |b| cardc::fuzzing::onnx(b).map(|_| ())),
+];
+
+/// One random structural mutation of `b` (libFuzzer-style, without the
+/// coverage feedback): bit flips, random bytes, cuts, insertions, copied
+/// chunks and "interesting" integers (0, 1, 2^31, u32::MAX, u64::MAX...)
+/// written over what may be a length field.
+fn mutate(b: &mut Vec<u8>, rng: &mut cardc::rng::Rng) {
+    let n = b.len().max(1);
+    match rng.below(6) {
+        0 if !b.is_empty() => {
+            let i = rng.below(b.len());
+            b[i] ^= 1 << rng.below(8);
+        }
+        1 if !b.is_empty() => {
+            let i = rng.below(b.len());
+            b[i] = rng.below(256) as u8;
+        }
+        2 => b.truncate(rng.below(n)),
+        3 => {
+            let at = rng.below(b.len() + 1);
+            let k = 1 + rng.below(16);
+            let bytes: Vec<u8> = (0..k).map(|_| rng.below(256) as u8).collect();
+            b.splice(at..at, bytes);
+        }
+        4 if b.len() > 8 => {
+            let from = rng.below(b.len() - 8);
+            let len = 1 + rng.below((b.len() - from).min(64));
+            let chunk = b[from..from + len].to_vec();
+            let at = rng.below(b.len());
+            b.splice(at..at, chunk);
+        }
+        _ => {
+            const INTERESTING: [u64; 8] = [
+                0,
+                1,
+                0x7f,
+                0xff,
+                1 << 31,
+                u32::MAX as u64,
+                1 << 40,
+                u64::MAX,
+            ];
+            let v = INTERESTING[rng.below(INTERESTING.len())].to_le_bytes();
+            let w = [1, 2, 4, 8][rng.below(4)];
+            if b.len() >= w {
+                let at = rng.below(b.len() - w + 1);
+                b[at..at + w].copy_from_slice(&v[..w]);
+            }
+        }
+    }
+}
+
+/// A cheap, deterministic stand-in for the fuzzers in every suite run:
+/// `CARDC_MUTATIONS` (default 150) random mutations of each committed seed
+/// per target, 1-4 mutations stacked; a panic fails the test and the input
+/// is kept for a regression case.
+#[test]
+fn mutated_seeds_never_panic() {
+    let per_seed: usize = std::env::var("CARDC_MUTATIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(150);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let mut rng = cardc::rng::Rng::new(0x5eed);
+    let mut tried = 0usize;
+    for (name, entry) in ENTRIES {
+        let mut seeds: Vec<PathBuf> = std::fs::read_dir(root.join(name))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        seeds.sort();
+        for seed in seeds {
+            let valid = std::fs::read(&seed).unwrap();
+            for _ in 0..per_seed {
+                let mut b = valid.clone();
+                for _ in 0..1 + rng.below(4) {
+                    mutate(&mut b, &mut rng);
+                }
+                let r = std::panic::catch_unwind(|| entry(&b));
+                tried += 1;
+                if r.is_err() {
+                    let keep = std::env::temp_dir().join(format!("cardc-{name}-crash-{tried}"));
+                    std::fs::write(&keep, &b).unwrap();
+                    panic!(
+                        "{name}: panic on a mutation of {}, kept as {}",
+                        seed.display(),
+                        keep.display()
+                    );
+                }
+            }
+        }
+    }
+    eprintln!("{tried} mutated inputs, no panic");
+}
+
 /// Every input of the fuzz corpora (`fuzz/corpus/<target>/`) and every crash
 /// the fuzzers found (`fuzz/regressions/<target>/`, kept after the fix) runs
 /// through the same entry points as the fuzz targets, here in the normal
@@ -1103,15 +1207,7 @@ fn bad_flags_fail_with_one_line_and_no_output() {
 /// must be accepted.
 #[test]
 fn fuzz_corpora_and_found_crashes_replay_cleanly() {
-    type Entry = fn(&[u8]) -> anyhow::Result<()>;
-    let targets: [(&str, Entry); 4] = [
-        ("card_decode", |b| cardc::fuzzing::card(b).map(|_| ())),
-        ("cifar_reader", |b| {
-            cardc::fuzzing::cifar10_batch(b).map(|_| ())
-        }),
-        ("npy_reader", |b| cardc::fuzzing::cifar10c(b).map(|_| ())),
-        ("onnx_import", |b| cardc::fuzzing::onnx(b).map(|_| ())),
-    ];
+    let targets = ENTRIES;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     for (name, entry) in targets {
         let mut replayed = 0;
