@@ -8,7 +8,8 @@
 //! exercised through real files in a per-process scratch directory so that
 //! their path handling, seeks and size checks are what gets fuzzed.
 
-use crate::card::Card;
+use crate::card::container::HEADER_LEN;
+use crate::card::{Card, FORMAT_VERSION, Kind, MAGIC};
 use crate::data::cifar10c::{Cifar10C, MANIFEST};
 use crate::data::{Dataset, Split, load_cifar10};
 use crate::onnx::{ImportOptions, import_proto};
@@ -18,10 +19,36 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A `.card` file: container, payload, stored weights, validation, and the
 /// `cardc info` summary of what decoded.
+///
+/// A checksum guards the payload, so random damage almost never gets past
+/// it to the payload decoder. An input that starts with `P` is therefore
+/// taken as a bare payload and wrapped in a valid header (right length and
+/// checksum), so that the fuzzer explores bincode and the stored-weight
+/// decoding too.
 pub fn card(bytes: &[u8]) -> anyhow::Result<Card> {
+    let wrapped;
+    let bytes = match bytes.split_first() {
+        Some((b'P', payload)) => {
+            wrapped = wrap_payload(Kind::Card, payload);
+            &wrapped[..]
+        }
+        _ => bytes,
+    };
     let card = Card::decode("fuzz.card", bytes)?;
     let _ = crate::card::summary_text(&card);
     Ok(card)
+}
+
+/// A container image of `kind` around `payload`, header fields correct.
+pub fn wrap_payload(kind: Kind, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&kind.code().to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
 }
 
 /// One CIFAR-10 binary batch file (`data_batch_1.bin`), read as the training
