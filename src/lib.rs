@@ -16,6 +16,8 @@ pub mod corrupt;
 pub mod data;
 pub mod deck;
 pub mod eval;
+pub mod fuzzing;
+pub mod interrupt;
 pub mod ir;
 pub mod model;
 pub mod onnx;

@@ -31,8 +31,9 @@ pub const MAGIC: [u8; 8] = *b"CARDC\x00\x1a\n";
 /// added the per-tensor precision (f32/f16/int8) to the models inside
 /// training checkpoints; card and deck payloads are unchanged (a card's
 /// tensors carry their precision in their stored encoding), so those are
-/// still read from version 1 on. Version 3 added AdvProp's auxiliary
-/// BatchNorm to training checkpoints. See [`Kind::oldest_readable`].
+/// still read from version 1 on. Version 3 added to training checkpoints
+/// the progress of a part-done epoch (stops on Ctrl-C) and AdvProp's
+/// auxiliary BatchNorm. See [`Kind::oldest_readable`].
 pub const FORMAT_VERSION: u32 = 3;
 /// Size of the fixed header before the payload.
 pub const HEADER_LEN: usize = 28;

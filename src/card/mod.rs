@@ -79,13 +79,21 @@ impl Default for Provenance {
 }
 
 impl Provenance {
-    /// Sets the writer's version and the creation time to now.
+    /// Sets the writer's version and the creation time: now, or the
+    /// `SOURCE_DATE_EPOCH` environment variable when it holds a number (the
+    /// reproducible-builds convention), so that the same run with the same
+    /// seed writes byte-identical cards.
     pub fn stamp(&mut self) {
         self.cardc_version = env!("CARGO_PKG_VERSION").to_string();
-        self.created_unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let fixed = std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        self.created_unix = fixed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        });
     }
 }
 
@@ -129,6 +137,7 @@ impl Card {
     /// output, one finite mean and positive std per input channel.
     pub fn validate(&self) -> Result<(), String> {
         self.model.validate()?;
+        self.check_finite()?;
         let classes = self.model.graph.classes();
         if self.class_names.len() != classes {
             return Err(format!(
@@ -149,6 +158,25 @@ impl Card {
             || n.std.iter().any(|s| !(*s > 0.0 && s.is_finite()))
         {
             return Err("normalization needs finite means and positive finite stds".into());
+        }
+        Ok(())
+    }
+
+    /// Every stored value must be finite: a NaN or infinite weight (a
+    /// damaged file or a diverged run) would only show up later as NaN
+    /// logits, so it is refused here, naming the layer.
+    fn check_finite(&self) -> Result<(), String> {
+        for (node, ts) in self.model.graph.nodes.iter().zip(&self.model.params) {
+            for t in ts {
+                if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+                    return Err(format!(
+                        "layer '{}': parameter {} holds {} at index {i}",
+                        node.name,
+                        t.kind.suffix(),
+                        t.data[i]
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -174,7 +202,19 @@ impl Card {
     /// Reads and validates a card.
     pub fn load(path: &Path) -> Result<Card, CardError> {
         let file = container::label(path);
-        let p: CardPayload = read(path, Kind::Card)?;
+        let bytes = std::fs::read(path).map_err(|source| CardError::Io {
+            file: file.clone(),
+            action: "cannot read",
+            source,
+        })?;
+        Card::decode(&file, &bytes)
+    }
+
+    /// Decodes and validates a card from the bytes of a `.card` file;
+    /// `file` names it in errors.
+    pub fn decode(file: &str, bytes: &[u8]) -> Result<Card, CardError> {
+        let file = file.to_string();
+        let p: CardPayload = container::decode(&file, bytes, Kind::Card)?;
         let invalid = |message| CardError::Invalid {
             file: file.clone(),
             what: "card",

@@ -92,6 +92,21 @@ fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " ")
 }
 
+/// A usage error of clap (several lines: message, possible values, usage,
+/// a hint) as the one line every cardc error is.
+fn clap_one_line(e: &clap::Error) -> String {
+    e.render()
+        .to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+        })
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Prints `value` as JSON on stdout.
 pub(crate) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
@@ -104,7 +119,17 @@ pub fn main() -> i32 {
         Ok(c) => c,
         Err(e) => {
             let code = e.exit_code();
-            let _ = e.print();
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+                || matches!(
+                    e.kind(),
+                    ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                )
+            {
+                let _ = e.print();
+            } else {
+                eprintln!("cardc: error: {}", clap_one_line(&e));
+            }
             return code;
         }
     };
@@ -119,6 +144,12 @@ pub fn main() -> i32 {
             .build_global();
     }
     let json = cli.json;
+    // Training commands checkpoint on Ctrl-C instead of dying mid-epoch.
+    if matches!(cli.command, Command::Train(_) | Command::Prune(_))
+        && let Err(e) = crate::interrupt::install()
+    {
+        eprintln!("cardc: warning: cannot catch Ctrl-C ({e}); it will stop without a checkpoint");
+    }
     let result = match cli.command {
         Command::Demo(a) => demo::run(a, json),
         Command::Train(a) => train::run(a, json),
@@ -137,9 +168,15 @@ pub fn main() -> i32 {
     };
     match result {
         Ok(()) => 0,
-        Err(e) => {
-            eprintln!("cardc: error: {}", one_line(&e));
-            1
-        }
+        Err(e) => match crate::interrupt::find(&e) {
+            Some(stop) => {
+                eprintln!("cardc: {stop}");
+                crate::interrupt::EXIT_CODE
+            }
+            None => {
+                eprintln!("cardc: error: {}", one_line(&e));
+                1
+            }
+        },
     }
 }

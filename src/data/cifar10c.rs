@@ -64,7 +64,7 @@ impl Cifar10C {
                     m.severities
                 );
             }
-            if m.severities.len() * m.images != raw.len() {
+            if m.severities.len().checked_mul(m.images) != Some(raw.len()) {
                 bail!(
                     "{}: labels count mismatch: {} severities x {} images, but labels.npy has {} labels",
                     mpath.display(),
@@ -87,12 +87,17 @@ impl Cifar10C {
                 DEFAULT_CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
             )
         };
+        let classes_from = if mpath.is_file() {
+            format!("the class names of {MANIFEST}")
+        } else {
+            "the 10 CIFAR-10 classes".to_string()
+        };
         let labels = raw
             .iter()
             .map(|&l| {
                 if l < 0 || l as usize >= class_names.len() {
                     bail!(
-                        "{}: label {l} is outside 0..{}",
+                        "{}: label {l} is outside 0..{} ({classes_from})",
                         lpath.display(),
                         class_names.len()
                     );
@@ -100,12 +105,57 @@ impl Cifar10C {
                 Ok(l as u32)
             })
             .collect::<anyhow::Result<_>>()?;
-        Ok(Cifar10C {
+        let c = Cifar10C {
             dir: dir.to_path_buf(),
             labels,
             severities,
             class_names,
-        })
+        };
+        // Every corruption file's header is checked now, so that a damaged
+        // one stops a command before any work rather than mid-table.
+        for name in c.corruptions() {
+            c.open_array(&dir.join(format!("{name}.npy")))?;
+        }
+        Ok(c)
+    }
+
+    /// Opens one corruption array and checks it against the labels:
+    /// uint8, `[R, H, W, C]` (C = 1 or 3) or `[R, H, W]`, R = the number of
+    /// labels, a non-empty image. Returns the file, header and (H, W, C).
+    fn open_array(&self, path: &Path) -> anyhow::Result<(std::fs::File, npy::Header, [usize; 3])> {
+        let (f, h) = npy::read_header(path)?;
+        if h.dtype != npy::Dtype::U8 {
+            bail!(
+                "{}: wrong dtype {} (expected uint8)",
+                path.display(),
+                h.dtype.name()
+            );
+        }
+        let (rows, height, width, c) = match h.shape[..] {
+            [r, hh, ww, c] if c == 1 || c == 3 => (r, hh, ww, c),
+            [r, hh, ww] => (r, hh, ww, 1),
+            _ => bail!(
+                "{}: wrong shape {:?} (expected [N, H, W, 3] or [N, H, W, 1])",
+                path.display(),
+                h.shape
+            ),
+        };
+        if rows != self.labels.len() {
+            bail!(
+                "{}: labels count mismatch: {rows} images but labels.npy has {} labels",
+                path.display(),
+                self.labels.len()
+            );
+        }
+        // The header check bounds the product only when rows > 0.
+        if height
+            .checked_mul(width)
+            .and_then(|p| p.checked_mul(c))
+            .is_none_or(|p| p == 0)
+        {
+            bail!("{}: bad image size {height}x{width}x{c}", path.display());
+        }
+        Ok((f, h, [height, width, c]))
     }
 
     /// Names of the corruptions whose files are present, in the reference order.
@@ -144,30 +194,7 @@ impl Cifar10C {
         if !path.is_file() {
             bail!("cifar10c:{}: no {corruption}.npy there", self.dir.display());
         }
-        let (mut f, h) = npy::read_header(&path)?;
-        if h.dtype != npy::Dtype::U8 {
-            bail!(
-                "{}: wrong dtype {} (expected uint8)",
-                path.display(),
-                h.dtype.name()
-            );
-        }
-        let (rows, height, width, c) = match h.shape[..] {
-            [r, hh, ww, c] if c == 1 || c == 3 => (r, hh, ww, c),
-            [r, hh, ww] => (r, hh, ww, 1),
-            _ => bail!(
-                "{}: wrong shape {:?} (expected [N, H, W, 3] or [N, H, W, 1])",
-                path.display(),
-                h.shape
-            ),
-        };
-        if rows != self.labels.len() {
-            bail!(
-                "{}: labels count mismatch: {rows} images but labels.npy has {} labels",
-                path.display(),
-                self.labels.len()
-            );
-        }
+        let (mut f, h, [height, width, c]) = self.open_array(&path)?;
         let n = self.images_per_severity();
         let img = height * width * c;
         let raw = npy::read_bytes(&mut f, &h, (k * n * img) as u64, n * img, &path)?;

@@ -155,7 +155,11 @@ pub fn read_header(path: &Path) -> anyhow::Result<(File, Header)> {
         .iter()
         .try_fold(dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64))
         .ok_or_else(|| bad(format!("shape ({inner}) overflows")))?;
-    if data_offset + bytes > file_len {
+    // Checked: a damaged shape may claim up to u64::MAX bytes.
+    if data_offset
+        .checked_add(bytes)
+        .is_none_or(|end| end > file_len)
+    {
         return Err(bad(format!(
             "truncated: shape ({inner}) of {} needs {bytes} bytes of data, the file has {}",
             dtype.name(),
@@ -188,7 +192,10 @@ pub fn read_bytes(
     path: &Path,
 ) -> anyhow::Result<Vec<u8>> {
     let total = (header.len() * header.dtype.size()) as u64;
-    if offset + count as u64 > total {
+    if offset
+        .checked_add(count as u64)
+        .is_none_or(|end| end > total)
+    {
         bail!(
             "{}: read of {count} bytes at {offset} is outside the array",
             path.display()

@@ -177,6 +177,13 @@ fn scale(c: usize, m: f32) -> usize {
     ((c as f32 * m).round() as usize).max(1)
 }
 
+/// Largest parameter count a description may ask for (1 GiB of f32): far
+/// above every model in `models/` (ResNet-18 has 11 M), so that a typo such
+/// as `c100000` is an error instead of an out-of-memory abort.
+pub const MAX_PARAMS: usize = 1 << 28;
+/// Largest input (C·H·W elements per image) a description may ask for.
+pub const MAX_INPUT_ELEMENTS: usize = 1 << 24;
+
 /// Builds a graph from a parsed description.
 pub fn build_from_desc(desc: &ModelDesc, opts: &BuildOptions) -> Result<Graph, String> {
     if !(opts.width_mult > 0.0 && opts.width_mult.is_finite()) {
@@ -190,6 +197,14 @@ pub fn build_from_desc(desc: &ModelDesc, opts: &BuildOptions) -> Result<Graph, S
         return Err(format!("needs at least 2 classes, got {classes}"));
     }
     let [c, h, w] = desc.input;
+    if c.checked_mul(h)
+        .and_then(|n| n.checked_mul(w))
+        .is_none_or(|n| n > MAX_INPUT_ELEMENTS)
+    {
+        return Err(format!(
+            "input {c}x{h}x{w} is larger than {MAX_INPUT_ELEMENTS} elements"
+        ));
+    }
     let mut b = Builder {
         nodes: Vec::new(),
         shapes: Vec::new(),
@@ -288,5 +303,16 @@ pub fn build_from_desc(desc: &ModelDesc, opts: &BuildOptions) -> Result<Graph, S
         nodes: b.nodes,
     };
     g.shapes()?;
+    let params: usize = g
+        .nodes
+        .iter()
+        .flat_map(|n| n.op.param_specs())
+        .map(|p| p.shape.iter().product::<usize>())
+        .fold(0, usize::saturating_add);
+    if params > MAX_PARAMS {
+        return Err(format!(
+            "{params} parameters is more than the {MAX_PARAMS} a description may ask for"
+        ));
+    }
     Ok(g)
 }

@@ -201,6 +201,21 @@ pub struct RunState {
     /// AdvProp's auxiliary BatchNorm (`--advprop`), made from the model at
     /// the start of the phase.
     pub aux_bn: Option<AuxBatchNorm>,
+    /// Set when the checkpoint was written mid-epoch (a run stopped on
+    /// Ctrl-C): how far the epoch after `epochs_done` got.
+    pub partial: Option<PartialEpoch>,
+}
+
+/// The progress of an epoch stopped part-way, so that a resumed run skips
+/// the batches already taken and reports the same epoch totals.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PartialEpoch {
+    /// Batches of the epoch already taken.
+    pub steps: usize,
+    pub loss_sum: f64,
+    pub correct: usize,
+    pub seen: usize,
+    pub seconds: f64,
 }
 
 impl RunState {
@@ -214,6 +229,7 @@ impl RunState {
             history: Vec::new(),
             best: None,
             aux_bn: None,
+            partial: None,
         }
     }
 
@@ -241,6 +257,7 @@ impl RunState {
         self.step = 0;
         self.sgd.velocity.clear();
         self.best = None;
+        self.partial = None;
     }
 }
 
@@ -538,14 +555,20 @@ pub fn run_phase<H: StepHook>(
     }
     for epoch in state.epochs_done..phase.epochs {
         let te = Instant::now();
+        let resumed = state.partial.take();
         let order = data::epoch_order(env.data.train.len(), phase.seed, epoch);
         let pb = progress_bar(
             steps_per_epoch as u64,
             quiet,
             format!("{} epoch {}/{}", phase.label, epoch + 1, phase.epochs),
         );
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        for (s, idx) in order.chunks_exact(batch).enumerate() {
+        let (mut loss_sum, mut correct, mut seen) =
+            resumed.as_ref().map_or((0.0f64, 0usize, 0usize), |p| {
+                (p.loss_sum, p.correct, p.seen)
+            });
+        let (skip, earlier_secs) = resumed.as_ref().map_or((0, 0.0), |p| (p.steps, p.seconds));
+        pb.inc(skip as u64);
+        for (s, idx) in order.chunks_exact(batch).enumerate().skip(skip) {
             if phase.stop_after.is_some_and(|n| state.step >= n) {
                 pb.finish_and_clear();
                 return Ok(());
@@ -627,18 +650,35 @@ pub fn run_phase<H: StepHook>(
             correct += st.correct;
             seen += y.len();
             pb.inc(1);
+            // Ctrl-C: checkpoint the exact state and stop (not in LTH's
+            // rewind replay, which writes no checkpoints; it is short).
+            if phase.stop_after.is_none() && crate::interrupt::requested() {
+                pb.finish_and_clear();
+                state.partial = Some(PartialEpoch {
+                    steps: s + 1,
+                    loss_sum,
+                    correct,
+                    seen,
+                    seconds: earlier_secs + te.elapsed().as_secs_f64(),
+                });
+                checkpoint(state, hook)?;
+                return Err(crate::interrupt::Interrupted {
+                    checkpoint: checkpoint_path(&env.cfg.out),
+                }
+                .into());
+            }
             if s % 4 == 0 || s + 1 == steps_per_epoch {
                 pb.set_message(format!(
                     "loss {:.3} acc {:.1}% {:.0} img/s lr {:.4}",
                     loss_sum / seen as f64,
                     100.0 * correct as f64 / seen as f64,
-                    seen as f64 / te.elapsed().as_secs_f64(),
+                    seen as f64 / (earlier_secs + te.elapsed().as_secs_f64()),
                     lr
                 ));
             }
         }
         pb.finish_and_clear();
-        let secs = te.elapsed().as_secs_f64();
+        let secs = earlier_secs + te.elapsed().as_secs_f64();
         env.images_seen += seen;
         env.train_seconds += secs;
         let val_accuracy = match &env.data.val {

@@ -2,6 +2,7 @@
 //! its dependencies instead of one per file), one module per area.
 
 mod augment;
+mod bad_inputs;
 mod card;
 mod cli;
 mod common;
@@ -12,6 +13,7 @@ mod cpu_gradcheck;
 mod data;
 mod deck;
 mod demo;
+mod interrupt;
 mod ir;
 mod onnx;
 mod prune;
