@@ -27,6 +27,23 @@ pub struct Predictions {
     pub model_seconds: f64,
 }
 
+impl Predictions {
+    /// Records one image: its softmax row's top class and confidence, and
+    /// its label.
+    pub fn push(&mut self, probabilities: &[f32], label: u32) {
+        let (mut best, mut conf) = (0, f32::NEG_INFINITY);
+        for (c, &v) in probabilities.iter().enumerate() {
+            if v > conf {
+                best = c;
+                conf = v;
+            }
+        }
+        self.predicted.push(best);
+        self.confidence.push(conf);
+        self.labels.push(label);
+    }
+}
+
 /// What can be evaluated: one card, or a deck of them behind its gate.
 #[derive(Clone, Copy, Debug)]
 pub enum Classifier<'a> {
@@ -122,16 +139,7 @@ pub fn predict(
         let probs = logits.softmax_rows();
         let k = probs.shape.last().copied().unwrap_or(1);
         for (row, &l) in probs.data.chunks(k).zip(&labels) {
-            let (mut best, mut conf) = (0, f32::NEG_INFINITY);
-            for (i, &v) in row.iter().enumerate() {
-                if v > conf {
-                    best = i;
-                    conf = v;
-                }
-            }
-            p.predicted.push(best);
-            p.confidence.push(conf);
-            p.labels.push(l);
+            p.push(row, l);
         }
         start += batch;
     }

@@ -131,16 +131,7 @@ impl Deck {
             let out = self.run_batch(backend, ds, &idx)?;
             for ((row, chosen), &i) in out.probabilities.chunks(classes).zip(&out.chosen).zip(&idx)
             {
-                let (mut best, mut conf) = (0, f32::NEG_INFINITY);
-                for (c, &v) in row.iter().enumerate() {
-                    if v > conf {
-                        best = c;
-                        conf = v;
-                    }
-                }
-                p.predicted.push(best);
-                p.confidence.push(conf);
-                p.labels.push(ds.labels[i]);
+                p.push(row, ds.labels[i]);
                 for &m in chosen {
                     p.gate_picks[m] += 1;
                 }

@@ -246,12 +246,7 @@ mod tests {
                 "{kind:?}"
             );
         }
-        let bn = model
-            .graph
-            .nodes
-            .iter()
-            .position(|n| matches!(n.op, Op::BatchNorm(_)))
-            .unwrap();
+        let bn = bn_nodes(&model).next().unwrap();
         let aux_mean = &aux.tensors(bn).unwrap()[2].data;
         assert_eq!(aux.tensors(bn).unwrap()[2].kind, ParamKind::RunningMean);
         assert_ne!(aux_mean, &first(&model, true, ParamKind::RunningMean));
@@ -288,12 +283,7 @@ mod tests {
             &first(&once, true, ParamKind::Gamma),
             "main gamma",
         );
-        let bn = model
-            .graph
-            .nodes
-            .iter()
-            .position(|n| matches!(n.op, Op::BatchNorm(_)))
-            .unwrap();
+        let bn = bn_nodes(&model).next().unwrap();
         close(
             &aux.tensors(bn).unwrap()[0].data,
             &first(&once, true, ParamKind::Gamma),
