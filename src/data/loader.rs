@@ -26,6 +26,20 @@ pub fn image_rng(rng_seed: u64, position: usize) -> Rng {
     Rng::new(rng_seed ^ (position as u64).wrapping_mul(GOLDEN))
 }
 
+/// Writes one uint8 CHW image into `out` as normalized f32, through the
+/// per-channel lookup tables of [`Normalization::lookup_tables`].
+fn normalize_into(out: &mut [f32], image: &[u8], luts: &[[f32; 256]], plane: usize) {
+    for ((dst, src), lut) in out
+        .chunks_exact_mut(plane)
+        .zip(image.chunks_exact(plane))
+        .zip(luts)
+    {
+        for (d, &b) in dst.iter_mut().zip(src) {
+            *d = lut[b as usize];
+        }
+    }
+}
+
 /// Builds a `[B, C, H, W]` f32 batch of the images at `indices` (augmented,
 /// then normalized) and their labels.
 ///
@@ -60,15 +74,7 @@ pub fn make_batch(
                 |buf, (pos, (out, &i))| {
                     let mut rng = image_rng(rng_seed, pos);
                     augment.apply_into(ds.image(i), c, h, w, &mut rng, buf);
-                    for ((dst, src), lut) in out
-                        .chunks_exact_mut(plane)
-                        .zip(buf.chunks_exact(plane))
-                        .zip(&luts)
-                    {
-                        for (d, &b) in dst.iter_mut().zip(src) {
-                            *d = lut[b as usize];
-                        }
-                    }
+                    normalize_into(out, buf, &luts, plane);
                 },
             );
     }
@@ -99,15 +105,7 @@ pub fn make_augmix_views_batch(
             Augment::augmix_views_into(ds.image(i), c, h, w, &mut rng, [a, b1, b2]);
             bufs.map(|buf| {
                 let mut out = vec![0f32; n];
-                for ((dst, src), lut) in out
-                    .chunks_exact_mut(plane.max(1))
-                    .zip(buf.chunks_exact(plane.max(1)))
-                    .zip(&luts)
-                {
-                    for (d, &s) in dst.iter_mut().zip(src) {
-                        *d = lut[s as usize];
-                    }
-                }
+                normalize_into(&mut out, &buf, &luts, plane.max(1));
                 out
             })
         })

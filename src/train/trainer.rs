@@ -597,7 +597,7 @@ pub fn run_phase<H: StepHook>(
             };
             let lr = schedule.lr_at(state.step);
             hook.before_step(&mut state.model, state.step, total_steps)?;
-            let mut rng = crate::rng::Rng::derive(batch_seed(phase.seed, epoch, s), "adversarial");
+            let mut rng = crate::rng::Rng::derive(seed, "adversarial");
             let st = match (&env.cfg.adversarial, state.aux_bn.as_mut()) {
                 (Some(attack), Some(aux)) => {
                     let batch = advprop::AdvPropBatch {
