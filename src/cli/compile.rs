@@ -1,12 +1,11 @@
-//! `cardc compile`: a card to a C artifact for a target.
+//! `cardc compile`: a card or deck to a C artifact for a target.
 
-use crate::card::Card;
 use crate::compile::{self, Format, FormatChoice};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct CompileArgs {
-    /// The .card to compile.
+    /// The .card or .deck to compile.
     #[arg(long)]
     pub model: PathBuf,
     /// host | arm (cortex-m4 cortex-m33 spirv msl glsl wgsl: not built yet).
@@ -33,21 +32,17 @@ pub fn run(a: CompileArgs, json: bool) -> anyhow::Result<()> {
             anyhow::anyhow!("--format {s}: expected auto, f32, f16, int8, sparse or binary")
         })?),
     };
-    if a.model.extension().is_some_and(|e| e == "deck") {
-        anyhow::bail!(
-            "{}: compiling decks is not built yet (cards only)",
-            a.model.display()
-        );
-    }
-    let card = Card::load(&a.model)?;
     let opts = compile::Options {
         target: a.target.clone(),
         format,
         max_flash: a.max_flash,
         max_ram: a.max_ram,
     };
-    let r = compile::compile(&card, &opts, &a.out)
-        .map_err(|e| anyhow::anyhow!("{}: {e:#}", a.model.display()))?;
+    let r = match super::eval::load_any(&a.model)? {
+        super::eval::Loaded::Card(card) => compile::compile(&card, &opts, &a.out),
+        super::eval::Loaded::Deck(deck) => compile::deck::compile_deck(&deck, &opts, &a.out),
+    }
+    .map_err(|e| anyhow::anyhow!("{}: {e:#}", a.model.display()))?;
     eprintln!(
         "{} -> {} ({}): flash {} B, arena {} B (lower bound {} B), scratch {} B, {} MACs",
         a.model.display(),
@@ -59,6 +54,17 @@ pub fn run(a: CompileArgs, json: bool) -> anyhow::Result<()> {
         r.scratch_bytes,
         r.macs
     );
+    if let Some(d) = &r.deck {
+        eprintln!(
+            "  deck: {} gate ({}), {} of {} cards per image; gate tables {} B, gate RAM {} B",
+            d.gate,
+            d.metric,
+            d.k,
+            d.members.len(),
+            d.gate_flash_bytes,
+            d.gate_ram_bytes
+        );
+    }
     for l in &r.layers {
         eprintln!(
             "  {:<24} {:<7} {:<7} {:>9} B  zeros {:>5.1}%",

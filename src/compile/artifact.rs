@@ -6,6 +6,7 @@ use super::emit_c;
 use super::target::{self, Target};
 use crate::card::Card;
 use crate::data::Dataset;
+use crate::deck::Deck;
 use crate::tensor::Tensor;
 use anyhow::{Context, bail};
 use serde::Serialize;
@@ -47,8 +48,8 @@ fn missing_tools_error(t: &Target, missing: &[String]) -> anyhow::Error {
 /// Builds `dir/model` unless it exists and was built with the same
 /// command. `extra_cflags` (e.g. sanitizers) join the target's flags.
 pub fn build(dir: &Path, extra_cflags: &[String]) -> anyhow::Result<PathBuf> {
-    let (_, t) = open(dir)?;
-    let cmd = emit_c::build_command(&t, extra_cflags);
+    let (report, t) = open(dir)?;
+    let cmd = emit_c::build_command(&t, &report.sources, extra_cflags);
     let stamp = dir.join(BUILD_STAMP);
     let bin = dir.join("model");
     let line = cmd.join(" ");
@@ -77,9 +78,23 @@ pub fn build(dir: &Path, extra_cflags: &[String]) -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// Runs the built artifact on `images` (raw bytes, back to back) and
-/// returns the logits (`images × classes`) and the median latency in ms.
-pub fn execute(dir: &Path, images: &[u8]) -> anyhow::Result<(Vec<f32>, f64)> {
+/// What an artifact printed for a set of images.
+#[derive(Clone, Debug, Default)]
+pub struct Output {
+    /// `images × classes` logits (a deck: mean probabilities).
+    pub logits: Vec<f32>,
+    /// Median single-image latency of `cardc_infer`, ms.
+    pub median_ms: f64,
+    /// A deck: median latency of its gate alone, ms.
+    pub gate_median_ms: Option<f64>,
+    /// A deck: median latency of one member card (the first chosen), ms.
+    pub member_median_ms: Option<f64>,
+    /// A deck: per image, the members its gate chose (ascending).
+    pub picks: Vec<Vec<usize>>,
+}
+
+/// Runs the built artifact on `images` (raw bytes, back to back).
+pub fn execute(dir: &Path, images: &[u8]) -> anyhow::Result<Output> {
     let (report, t) = open(dir)?;
     let missing: Vec<String> = t
         .runner
@@ -97,12 +112,35 @@ pub fn execute(dir: &Path, images: &[u8]) -> anyhow::Result<(Vec<f32>, f64)> {
     let result = run_model(dir, &t, &input);
     let _ = std::fs::remove_file(&input);
     let text = result?;
-    let k = report.classes;
-    let mut logits = Vec::new();
-    let mut median = f64::NAN;
+    let n = images.len() / report.input_bytes.max(1) as usize;
+    parse_output(dir, &text, report.classes, n)
+}
+
+/// Parses the harness's lines: one row of `classes` values per image,
+/// `# picks M...` after each row of a deck, and `# median_ms X`,
+/// `# gate_median_ms X`, `# member_median_ms X` at the end.
+fn parse_output(dir: &Path, text: &str, classes: usize, n: usize) -> anyhow::Result<Output> {
+    let mut out = Output {
+        median_ms: f64::NAN,
+        ..Output::default()
+    };
+    let number = |v: &str| v.trim().parse::<f64>().unwrap_or(f64::NAN);
     for line in text.lines() {
-        if let Some(m) = line.strip_prefix("# median_ms ") {
-            median = m.trim().parse().unwrap_or(f64::NAN);
+        if let Some(rest) = line.strip_prefix("# ") {
+            let (key, value) = rest.split_once(' ').unwrap_or((rest, ""));
+            match key {
+                "median_ms" => out.median_ms = number(value),
+                "gate_median_ms" => out.gate_median_ms = Some(number(value)),
+                "member_median_ms" => out.member_median_ms = Some(number(value)),
+                "picks" => out.picks.push(
+                    value
+                        .split_whitespace()
+                        .map(|m| m.parse::<usize>())
+                        .collect::<Result<_, _>>()
+                        .with_context(|| format!("{}/model printed '{line}'", dir.display()))?,
+                ),
+                _ => {}
+            }
             continue;
         }
         let row: Vec<f32> = line
@@ -110,24 +148,30 @@ pub fn execute(dir: &Path, images: &[u8]) -> anyhow::Result<(Vec<f32>, f64)> {
             .map(|v| v.parse::<f32>())
             .collect::<Result<_, _>>()
             .with_context(|| format!("{}/model printed '{line}'", dir.display()))?;
-        if row.len() != k {
+        if row.len() != classes {
             bail!(
-                "{}/model printed {} logits, expected {k}",
+                "{}/model printed {} logits, expected {classes}",
                 dir.display(),
                 row.len()
             );
         }
-        logits.extend(row);
+        out.logits.extend(row);
     }
-    let n = images.len() / report.input_bytes.max(1) as usize;
-    if logits.len() != n * k {
+    if out.logits.len() != n * classes {
         bail!(
             "{}/model printed {} rows for {n} images",
             dir.display(),
-            logits.len() / k.max(1)
+            out.logits.len() / classes.max(1)
         );
     }
-    Ok((logits, median))
+    if !out.picks.is_empty() && out.picks.len() != n {
+        bail!(
+            "{}/model printed gate picks for {} of {n} images",
+            dir.display(),
+            out.picks.len()
+        );
+    }
+    Ok(out)
 }
 
 /// Runs `dir/model` (through the target's runner) on one input file and
@@ -173,6 +217,15 @@ pub struct RunResult {
     pub latency_ms: f64,
     pub flash_bytes: u64,
     pub arena_bytes: u64,
+    /// A deck: share of images whose gate picks equal the reference gate's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate_agreement: Option<f64>,
+    /// A deck: median latency of the gate alone on the target, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate_latency_ms: Option<f64>,
+    /// A deck: median latency of one member card on the target, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member_latency_ms: Option<f64>,
 }
 
 fn argmax(row: &[f32]) -> usize {
@@ -202,13 +255,57 @@ pub fn reference_logits(card: &Card, ds: &Dataset) -> anyhow::Result<Vec<f32>> {
     Ok(out)
 }
 
+/// What an artifact directory was compiled from (stored beside it).
+enum Source {
+    Card(Box<Card>),
+    Deck(Box<Deck>),
+}
+
+impl Source {
+    fn load(dir: &Path) -> anyhow::Result<Source> {
+        let deck = dir.join(super::deck::DECK_FILE);
+        if deck.is_file() {
+            return Ok(Source::Deck(Box::new(Deck::load(&deck)?)));
+        }
+        Ok(Source::Card(Box::new(Card::load(&dir.join("model.card"))?)))
+    }
+
+    fn input_shape(&self) -> [usize; 3] {
+        match self {
+            Source::Card(c) => c.model.graph.input_shape(),
+            Source::Deck(d) => d.input_shape(),
+        }
+    }
+
+    /// Reference outputs (`[n × classes]`) and, for a deck, its gate's
+    /// picks. The artifact gates each image alone, so a `batch`-scope deck
+    /// is compared per input.
+    fn reference(&self, ds: &Dataset) -> anyhow::Result<(Vec<f32>, Vec<Vec<usize>>)> {
+        match self {
+            Source::Card(c) => Ok((reference_logits(c, ds)?, Vec::new())),
+            Source::Deck(d) => {
+                let mut d = d.as_ref().clone();
+                d.gate.scope = crate::deck::Scope::Input;
+                let mut backend = crate::backend::CpuBackend::default();
+                let (mut probs, mut picks) = (Vec::new(), Vec::new());
+                for start in (0..ds.len()).step_by(256) {
+                    let idx: Vec<usize> = (start..(start + 256).min(ds.len())).collect();
+                    let o = d.run_batch(&mut backend, ds, &idx)?;
+                    probs.extend(o.probabilities);
+                    picks.extend(o.chosen);
+                }
+                Ok((probs, picks))
+            }
+        }
+    }
+}
+
 /// Builds (if needed) and runs the artifact in `dir` on `ds`, comparing
-/// with the reference forward pass of the card stored beside it.
+/// with the reference forward pass of the card (or deck) stored beside it.
 pub fn evaluate(dir: &Path, ds: &Dataset) -> anyhow::Result<RunResult> {
     let (report, t) = open(dir)?;
-    let card_path = dir.join("model.card");
-    let card = Card::load(&card_path)?;
-    let [c, h, w] = card.model.graph.input_shape();
+    let source = Source::load(dir)?;
+    let [c, h, w] = source.input_shape();
     if [c, h, w] != [ds.channels, ds.height, ds.width] {
         bail!(
             "{} takes {c}x{h}x{w} images but {} has {}x{}x{}",
@@ -223,11 +320,11 @@ pub fn evaluate(dir: &Path, ds: &Dataset) -> anyhow::Result<RunResult> {
         bail!("{} has no images", ds.source);
     }
     build(dir, &[])?;
-    let (logits, latency) = execute(dir, &ds.images)?;
-    let reference = reference_logits(&card, ds)?;
+    let out = execute(dir, &ds.images)?;
+    let (reference, ref_picks) = source.reference(ds)?;
     let k = report.classes;
     let (mut agree, mut correct, mut ref_correct, mut max_err) = (0usize, 0usize, 0usize, 0f64);
-    for (i, (a, r)) in logits.chunks(k).zip(reference.chunks(k)).enumerate() {
+    for (i, (a, r)) in out.logits.chunks(k).zip(reference.chunks(k)).enumerate() {
         let (pa, pr) = (argmax(a), argmax(r));
         agree += usize::from(pa == pr);
         correct += usize::from(pa == ds.labels[i] as usize);
@@ -237,6 +334,15 @@ pub fn evaluate(dir: &Path, ds: &Dataset) -> anyhow::Result<RunResult> {
         }
     }
     let n = ds.len() as f64;
+    let gate_agreement = (!ref_picks.is_empty()).then(|| {
+        let same = out
+            .picks
+            .iter()
+            .zip(&ref_picks)
+            .filter(|(a, b)| a == b)
+            .count();
+        same as f64 / n
+    });
     Ok(RunResult {
         target: t.name,
         images: ds.len(),
@@ -244,8 +350,11 @@ pub fn evaluate(dir: &Path, ds: &Dataset) -> anyhow::Result<RunResult> {
         reference_accuracy: ref_correct as f64 / n,
         argmax_agreement: agree as f64 / n,
         max_abs_logit_error: max_err,
-        latency_ms: latency,
+        latency_ms: out.median_ms,
         flash_bytes: report.flash_bytes,
         arena_bytes: report.arena_bytes,
+        gate_agreement,
+        gate_latency_ms: out.gate_median_ms,
+        member_latency_ms: out.member_median_ms,
     })
 }

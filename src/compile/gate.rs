@@ -2,9 +2,8 @@
 //! (`targets/common/cardc_gate.{c,h}`) and the tables a deck gives it
 //! (clean reference, signatures, DFT twiddles).
 //!
-//! This is the building block of compiling decks; `cardc compile` does not
-//! take decks yet (the members' C would need separate symbol namespaces).
-//! Tests check that the C gate chooses the same cards as [`Deck::decide`].
+//! [`super::deck`] links it into deck artifacts. Tests check that the C
+//! gate chooses the same cards as [`Deck::decide`].
 
 use crate::deck::{Deck, GateKind, Metric};
 use std::fmt::Write;
@@ -50,7 +49,7 @@ fn twiddles(n: usize, sin: bool) -> Vec<f32> {
         .collect()
 }
 
-/// C source defining `const cardc_gate cardc_deck_gate` for `deck`: its
+/// C source defining `const cardc_gate cardc_deck_gate_tables` for `deck`: its
 /// reference, signatures, k, metric and the twiddle tables. An `average`
 /// deck gets k = all members (the gate then chooses everyone).
 pub fn gate_tables_c(deck: &Deck) -> String {
@@ -81,7 +80,7 @@ pub fn gate_tables_c(deck: &Deck) -> String {
     };
     let _ = writeln!(
         s,
-        "\nconst cardc_gate cardc_deck_gate = {{{c}, {h}, {w}, {n}, {k}, {metric}, gate_reference,\n  gate_signatures, gate_cos_h, gate_sin_h, gate_cos_w, gate_sin_w}};"
+        "\nconst cardc_gate cardc_deck_gate_tables = {{{c}, {h}, {w}, {n}, {k}, {metric}, gate_reference,\n  gate_signatures, gate_cos_h, gate_sin_h, gate_cos_w, gate_sin_w}};"
     );
     s
 }

@@ -9,6 +9,7 @@
 //! compare with the reference forward without other input).
 
 pub mod artifact;
+pub mod deck;
 pub mod emit_c;
 pub mod gate;
 pub mod layout;
@@ -74,11 +75,31 @@ pub struct Report {
     pub layers: Vec<LayerReport>,
     /// Kernel steps in the schedule.
     pub steps: usize,
+    /// C files linked besides the common ones (a deck's members and gate).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+    /// What a deck artifact holds (None for a card).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deck: Option<deck::DeckReport>,
 }
 
-/// Lowers, packs, plans and emits `card` into `out` for `opts`.
-pub fn compile(card: &Card, opts: &Options, out: &Path) -> anyhow::Result<Report> {
-    let (target, extra_files) = target::find(&opts.target)?;
+/// A card lowered, packed and planned: what [`emit_c`] turns into C.
+pub struct Planned {
+    pub program: lower::Program,
+    pub plan: plan::Plan,
+    pub bufs: layout::Buffers,
+    pub report: Report,
+}
+
+/// Lowers `card`, picks its weight formats within `max_flash` and plans
+/// its memory for `target`. RAM budgets are the caller's to check (a deck's
+/// members share one arena).
+pub fn plan_card(
+    card: &Card,
+    format: FormatChoice,
+    max_flash: Option<u64>,
+    target: &target::Target,
+) -> anyhow::Result<Planned> {
     let mut program = lower::lower(card)?;
     for l in program.mat_layers() {
         if l.weight.iter().chain(&l.bias).any(|v| !v.is_finite()) {
@@ -97,13 +118,7 @@ pub fn compile(card: &Card, opts: &Options, out: &Path) -> anyhow::Result<Report
             _ => 0,
         })
         .sum();
-    let max_flash = opts.max_flash.or(target.flash_bytes);
-    lower::choose_formats(
-        &mut program,
-        opts.format,
-        max_flash,
-        lut_bytes + affine_bytes,
-    )?;
+    lower::choose_formats(&mut program, format, max_flash, lut_bytes + affine_bytes)?;
     // Memory plan over the schedule.
     let nsteps = program.steps.len();
     let mut defs = vec![0; program.values.len()];
@@ -125,17 +140,6 @@ pub fn compile(card: &Card, opts: &Options, out: &Path) -> anyhow::Result<Report
     plan::verify(&iv, &mem).map_err(|e| anyhow::anyhow!("memory planner: {e}"))?;
     let scratch_floats = bufs.floats[0] + bufs.floats[1];
     let ram = mem.arena_bytes as u64 + 4 * scratch_floats as u64;
-    if let Some(budget) = opts.max_ram.or(target.ram_bytes)
-        && ram > budget
-    {
-        bail!(
-            "--max-ram {budget}: the model needs {ram} bytes of RAM ({} arena, lower bound {}, \
-             plus {} scratch); weight formats do not change activation memory",
-            mem.arena_bytes,
-            mem.lower_bound_bytes,
-            4 * scratch_floats
-        );
-    }
     let layers: Vec<LayerReport> = program
         .mat_layers()
         .map(|l| LayerReport {
@@ -162,14 +166,48 @@ pub fn compile(card: &Card, opts: &Options, out: &Path) -> anyhow::Result<Report
         input_bytes: (c * h * w) as u64,
         classes: program.classes,
         input_format: "uint8 CHW raw image; normalization inside the artifact".into(),
-        format: match opts.format {
+        format: match format {
             FormatChoice::Auto => "auto".into(),
             FormatChoice::Force(f) => f.name().into(),
         },
         layers,
         steps: nsteps,
+        sources: Vec::new(),
+        deck: None,
     };
-    let src = emit_c::emit(&program, &mem, &target, &bufs);
+    Ok(Planned {
+        program,
+        plan: mem,
+        bufs,
+        report,
+    })
+}
+
+/// The error of a RAM budget the artifact does not fit.
+fn check_ram(budget: Option<u64>, r: &Report, what: &str) -> anyhow::Result<()> {
+    if let Some(budget) = budget
+        && r.ram_bytes > budget
+    {
+        bail!(
+            "--max-ram {budget}: {what} needs {} bytes of RAM ({} arena, lower bound {}, \
+             plus {} scratch); weight formats do not change activation memory",
+            r.ram_bytes,
+            r.arena_bytes,
+            r.arena_lower_bound_bytes,
+            r.ram_bytes - r.arena_bytes
+        );
+    }
+    Ok(())
+}
+
+/// Writes `(name, text)` files into `out` (created), then the runtime
+/// sources of `target`, and removes a stale build.
+fn write_artifact(
+    out: &Path,
+    target: &target::Target,
+    extra_files: target::Files,
+    files: &[(String, String)],
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let write = |name: &str, text: &str| {
         let p = out.join(name);
@@ -181,13 +219,37 @@ pub fn compile(card: &Card, opts: &Options, out: &Path) -> anyhow::Result<Report
     if target.harness == "hosted" {
         write("main.c", target::MAIN_HOSTED)?;
     }
-    write("model.h", &src.header)?;
-    write("model.c", &src.model_c)?;
-    write("Makefile", &src.makefile)?;
-    write("report.json", &serde_json::to_string_pretty(&report)?)?;
+    for (name, text) in files {
+        write(name, text)?;
+    }
     // A stale binary from an earlier compile must not be run.
     let _ = std::fs::remove_file(out.join("model"));
     let _ = std::fs::remove_file(out.join(artifact::BUILD_STAMP));
+    Ok(())
+}
+
+/// Lowers, packs, plans and emits `card` into `out` for `opts`.
+pub fn compile(card: &Card, opts: &Options, out: &Path) -> anyhow::Result<Report> {
+    let (target, extra_files) = target::find(&opts.target)?;
+    let max_flash = opts.max_flash.or(target.flash_bytes);
+    let p = plan_card(card, opts.format, max_flash, &target)?;
+    check_ram(opts.max_ram.or(target.ram_bytes), &p.report, "the model")?;
+    let src = emit_c::emit(&p.program, &p.plan, &target, &p.bufs);
+    let report = p.report;
+    let files = [
+        ("model.h".to_string(), src.header),
+        ("model.c".to_string(), src.model_c),
+        (
+            "Makefile".to_string(),
+            emit_c::makefile(&target, &report.sources),
+        ),
+        (
+            "report.json".to_string(),
+            serde_json::to_string_pretty(&report)?,
+        ),
+    ];
+    write_artifact(out, &target, extra_files, &files)?;
+    let _ = std::fs::remove_file(out.join(deck::DECK_FILE));
     let card_path = out.join("model.card");
     card.save(&card_path)
         .with_context(|| format!("cannot write {}", card_path.display()))?;

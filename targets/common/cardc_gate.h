@@ -5,9 +5,11 @@
  * minus the deck's clean reference, zero-frequency bins zeroed, compared
  * with each member's signature by mean L1 or cosine distance; the k nearest
  * members (ties to the lower index) are chosen. The 2-D DFT runs row by
- * row, then column by column, with precomputed twiddle factors: a radix-2
- * FFT for power-of-two sides (32x32x3: 3 * 64 FFTs of 80 butterflies), the
- * direct sum otherwise.
+ * row, then column by column, with precomputed twiddle factors. For
+ * power-of-two sides it is a radix-2 FFT that uses the input being real:
+ * rows are transformed two at a time and only half the columns are needed
+ * (32x32x3: 3 * 33 FFTs of 80 butterflies, 3 * 544 logarithms). Other
+ * sizes take the direct sum.
  */
 #ifndef CARDC_GATE_H
 #define CARDC_GATE_H

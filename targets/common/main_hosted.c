@@ -6,6 +6,10 @@
  * CHW, as the dataset stores them; normalization is inside the model).
  * For every image one line of CARDC_CLASSES logits is printed; a last line
  * "# median_ms X" gives the median single-image latency of cardc_infer.
+ * A deck (CARDC_DECK_MEMBERS defined) also prints "# picks M..." after each
+ * image's line (the members its gate chose) and, at the end, the median
+ * latency of its gate alone and of one member card alone (the first
+ * chosen), each timed in a separate call.
  * A file whose size is not a positive multiple of the image size is
  * rejected (exit status 2). */
 #define _POSIX_C_SOURCE 199309L
@@ -20,6 +24,10 @@
 static uint8_t image[CARDC_INPUT_BYTES];
 static float logits[CARDC_CLASSES];
 static double times_ms[MAX_TIMED];
+#ifdef CARDC_DECK_MEMBERS
+static double gate_ms[MAX_TIMED], member_ms[MAX_TIMED];
+static float member_logits[CARDC_CLASSES];
+#endif
 
 static double now_ms(void) {
   struct timespec t;
@@ -53,7 +61,7 @@ int main(int argc, char **argv) {
     for (;;) {
       size_t got = fread(image, 1, sizeof image, fp);
       double t0, t1;
-      int k;
+      int k, timed_now = timed < MAX_TIMED;
       if (got == 0) break;
       if (got != sizeof image) {
         fprintf(stderr, "%s: size is not a multiple of %d bytes (one image)\n", argv[f],
@@ -68,9 +76,27 @@ int main(int argc, char **argv) {
         return 1;
       }
       t1 = now_ms();
-      if (timed < MAX_TIMED) times_ms[timed++] = t1 - t0;
+      if (timed_now) times_ms[timed++] = t1 - t0;
       for (k = 0; k < CARDC_CLASSES; k++) printf(k ? " %.9g" : "%.9g", (double)logits[k]);
       printf("\n");
+#ifdef CARDC_DECK_MEMBERS
+      {
+        int32_t chosen[CARDC_DECK_MEMBERS], n, m;
+        double t2;
+        t0 = now_ms();
+        n = cardc_deck_gate(image, chosen);
+        t1 = now_ms();
+        cardc_deck_member(chosen[0], image, member_logits);
+        t2 = now_ms();
+        if (timed_now) {
+          gate_ms[timed - 1] = t1 - t0;
+          member_ms[timed - 1] = t2 - t1;
+        }
+        printf("# picks");
+        for (m = 0; m < n; m++) printf(" %d", (int)chosen[m]);
+        printf("\n");
+      }
+#endif
       images++;
     }
     fclose(fp);
@@ -81,5 +107,11 @@ int main(int argc, char **argv) {
   }
   sort(times_ms, timed);
   printf("# median_ms %.6f\n", timed ? times_ms[timed / 2] : 0.0);
+#ifdef CARDC_DECK_MEMBERS
+  sort(gate_ms, timed);
+  sort(member_ms, timed);
+  printf("# gate_median_ms %.6f\n", timed ? gate_ms[timed / 2] : 0.0);
+  printf("# member_median_ms %.6f\n", timed ? member_ms[timed / 2] : 0.0);
+#endif
   return 0;
 }

@@ -214,7 +214,7 @@ fn compare(
     assert!(report.arena_bytes >= report.arena_lower_bound_bytes);
     let flags: Vec<String> = cflags.iter().map(|s| s.to_string()).collect();
     artifact::build(dir, &flags).unwrap();
-    let (logits, _) = artifact::execute(dir, &ds.images).unwrap();
+    let logits = artifact::execute(dir, &ds.images).unwrap().logits;
     let reference = artifact::reference_logits(card, ds).unwrap();
     assert_eq!(logits.len(), reference.len());
     let scale = reference.iter().fold(0f32, |a, v| a.max(v.abs())).max(1e-3);

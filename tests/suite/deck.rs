@@ -476,11 +476,11 @@ fn the_c_gate_chooses_the_same_cards_as_the_reference_gate() {
     let main = r#"
 #include <stdio.h>
 #include "cardc_gate.h"
-extern const cardc_gate cardc_deck_gate;
+extern const cardc_gate cardc_deck_gate_tables;
 static uint8_t img[3 * 32 * 32];
 static float work[3 * 3 * 32 * 32 + 2 * 32 + 8];
 int main(void) {
-  const cardc_gate *g = &cardc_deck_gate;
+  const cardc_gate *g = &cardc_deck_gate_tables;
   const size_t n = (size_t)(g->c * g->h * g->w);
   int32_t chosen[8];
   while (fread(img, 1, n, stdin) == n) {
@@ -494,33 +494,45 @@ int main(void) {
         std::fs::write(dir.path().join(name), text).unwrap();
     }
     std::fs::write(dir.path().join("main.c"), main).unwrap();
-    // Power-of-two sides take the radix-2 FFT, others the direct DFT:
-    // a 1x6x10 deck with made-up spectra checks the latter.
-    let mut odd = gaussian_augmix_deck(Metric::L1, Scope::Input);
-    let opts = BuildOptions {
-        width_mult: 0.125,
-        ..Default::default()
-    };
-    let desc = cardc::ir::models::ModelDesc {
-        input: [1, 6, 10],
-        fc: vec![],
-        ..cardc::ir::models::load_desc("conv4").unwrap()
-    };
-    let mut rng = cardc::rng::Rng::new(5);
-    let mut noise = |n: usize, s: f32| -> Vec<f32> { (0..n).map(|_| s * rng.normal()).collect() };
-    for (i, m) in odd.members.iter_mut().enumerate() {
-        let g = cardc::ir::models::build_from_desc(&desc, &opts).unwrap();
-        m.card.model = Model::init(g, i as u64).unwrap();
-        m.signature = noise(60, 1.0);
+    // Power-of-two sides take the real-input FFT, others the direct DFT:
+    // 1x6x10 and 2x8x16 decks with made-up spectra check both away from
+    // the square 32x32 case.
+    for input in [[1, 6, 10], [2, 8, 16]] {
+        let len: usize = input.iter().product();
+        let mut odd = gaussian_augmix_deck(Metric::L1, Scope::Input);
+        let opts = BuildOptions {
+            width_mult: 0.125,
+            ..Default::default()
+        };
+        let desc = cardc::ir::models::ModelDesc {
+            input,
+            fc: vec![],
+            ..cardc::ir::models::load_desc("conv4").unwrap()
+        };
+        let mut rng = cardc::rng::Rng::new(5);
+        let mut noise =
+            |n: usize, s: f32| -> Vec<f32> { (0..n).map(|_| s * rng.normal()).collect() };
+        for (i, m) in odd.members.iter_mut().enumerate() {
+            let g = cardc::ir::models::build_from_desc(&desc, &opts).unwrap();
+            m.card.model = Model::init(g, i as u64).unwrap();
+            m.signature = noise(len, 1.0);
+        }
+        odd.reference = noise(len, 1.0).iter().map(|v| v - 3.0).collect();
+        let odd_images: Vec<u8> = noise(len * 12, 100.0)
+            .iter()
+            .map(|v| (v + 128.0).clamp(0.0, 255.0) as u8)
+            .collect();
+        // Images 0 and 1 are the signatures of members 0 and 1: both are
+        // chosen.
+        let plan = cardc::deck::SpectrumPlan::new(input[0], input[1], input[2]);
+        for m in 0..2 {
+            let dev = odd.deviation(&plan, &odd_images[m * len..(m + 1) * len]);
+            odd.members[m].signature = dev;
+        }
+        let want = odd.decide(&odd_images.chunks(len).collect::<Vec<_>>());
+        assert_eq!(run_c_gate(dir.path(), &odd, &odd_images), want, "{input:?}");
+        assert!(want.iter().any(|c| c != &want[0]), "{want:?}");
     }
-    odd.reference = noise(60, 1.0).iter().map(|v| v - 3.0).collect();
-    let odd_images: Vec<u8> = noise(60 * 12, 100.0)
-        .iter()
-        .map(|v| (v + 128.0).clamp(0.0, 255.0) as u8)
-        .collect();
-    let want = odd.decide(&odd_images.chunks(60).collect::<Vec<_>>());
-    assert_eq!(run_c_gate(dir.path(), &odd, &odd_images), want);
-    assert!(want.iter().any(|c| c != &want[0]), "{want:?}");
     for metric in [Metric::L1, Metric::Cosine] {
         let cfg = BuildConfig {
             gate: gate(GateKind::Spectral, 2, metric, Scope::Input),
@@ -545,4 +557,125 @@ int main(void) {
             "{rust_choice:?}"
         );
     }
+}
+
+/// Clean, noisy and blurred synthetic test images.
+fn mixed_inputs(n: usize) -> Dataset {
+    let test = generate_synthetic(15 * n, Split::Test);
+    let idx = |a: usize| (a * n..(a + 1) * n).collect::<Vec<_>>();
+    let mut ds = test.subset(&idx(0));
+    for (a, (name, sev)) in [("gaussian_noise", 3), ("defocus_blur", 3)]
+        .iter()
+        .enumerate()
+    {
+        let c = corrupt_dataset(&test.subset(&idx(a + 1)), name, *sev, 0).unwrap();
+        ds.images.extend_from_slice(&c.images);
+        ds.labels.extend_from_slice(&c.labels);
+    }
+    ds
+}
+
+#[test]
+fn compiled_decks_agree_with_the_reference_deck() {
+    use cardc::compile::{FormatChoice, Options, artifact, deck::compile_deck};
+    let ds = mixed_inputs(8);
+    let opts = Options {
+        target: "host".into(),
+        format: FormatChoice::Auto,
+        max_flash: None,
+        max_ram: None,
+    };
+    let mut spectral = gaussian_augmix_deck(Metric::Cosine, Scope::Batch);
+    let mut average = spectral.clone();
+    average.gate = gate(GateKind::Average, 2, Metric::L1, Scope::Input);
+    // A third member with its own (wider) architecture: the shared arena
+    // and scratch buffers must fit the largest member.
+    let wide = BuildOptions {
+        width_mult: 0.25,
+        ..Default::default()
+    };
+    let mut third = spectral.members[0].clone();
+    third.name = "wide".into();
+    third.card.model = Model::init(build("conv4", &wide).unwrap(), 9).unwrap();
+    spectral.members.push(third);
+    spectral.gate.k = 2;
+    for (name, deck) in [("spectral", &spectral), ("average", &average)] {
+        let dir = tempfile::tempdir().unwrap();
+        let report = compile_deck(deck, &opts, dir.path()).unwrap();
+        let d = report.deck.as_ref().unwrap();
+        assert_eq!(d.members.len(), deck.members.len(), "{name}");
+        let flash: u64 = d.members.iter().map(|m| m.flash_bytes).sum();
+        assert_eq!(report.flash_bytes, flash + d.gate_flash_bytes, "{name}");
+        let arena = d.members.iter().map(|m| m.arena_bytes).max().unwrap();
+        assert_eq!(report.arena_bytes, arena, "{name}");
+        let r = artifact::evaluate(dir.path(), &ds).unwrap();
+        assert_eq!(r.argmax_agreement, 1.0, "{name}: {r:?}");
+        assert!(r.max_abs_logit_error < 1e-5, "{name}: {r:?}");
+        assert_eq!(r.gate_agreement, Some(1.0), "{name}: {r:?}");
+        assert!(r.gate_latency_ms.is_some_and(|t| t >= 0.0), "{name}");
+        assert!(r.member_latency_ms.is_some_and(|t| t > 0.0), "{name}");
+        // The outputs are probabilities: each row sums to one.
+        let out = artifact::execute(dir.path(), &ds.images).unwrap();
+        for row in out.logits.chunks(report.classes) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{row:?}");
+        }
+        assert!(out.picks.iter().all(|p| p.len() == d.k), "{name}");
+        if name == "spectral" {
+            // The gate made more than one choice on these inputs.
+            assert!(
+                out.picks.iter().any(|p| p != &out.picks[0]),
+                "{:?}",
+                out.picks
+            );
+        }
+    }
+}
+
+#[test]
+fn compile_and_run_commands_take_decks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, _) = save_cards(dir.path());
+    let deck = dir.path().join("d.deck");
+    let d = deck.to_str().unwrap();
+    let out = cardc(&[
+        "deck",
+        "--cards",
+        &a,
+        &b,
+        "--data",
+        "synthetic:60",
+        "--out",
+        d,
+        "--k",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let art = dir.path().join("art");
+    let art_s = art.to_str().unwrap();
+    let r = cardc_json(&[
+        "compile", "--model", d, "--target", "host", "--out", art_s, "--json",
+    ]);
+    assert_eq!(r["deck"]["members"].as_array().unwrap().len(), 2, "{r}");
+    assert_eq!(r["deck"]["k"], 1, "{r}");
+    assert!(art.join("model.deck").is_file() && !art.join("model.card").exists());
+    let run = cardc_json(&["run", art_s, "--data", "synthetic:30", "--json"]);
+    assert_eq!(run["argmax_agreement"], 1.0, "{run}");
+    assert_eq!(run["gate_agreement"], 1.0, "{run}");
+    // Recompiling a card into the same directory replaces the deck.
+    let r = cardc_json(&[
+        "compile", "--model", &a, "--target", "host", "--out", art_s, "--json",
+    ]);
+    assert!(r.get("deck").is_none(), "{r}");
+    assert!(!art.join("model.deck").exists() && art.join("model.card").is_file());
+    let run = cardc_json(&["run", art_s, "--data", "synthetic:10", "--json"]);
+    assert!(run.get("gate_agreement").is_none(), "{run}");
+    // A RAM budget the deck cannot meet is refused with the numbers.
+    assert_clean_error(
+        &cardc(&["compile", "--model", d, "--out", art_s, "--max-ram", "1000"]),
+        "--max-ram 1000: the deck needs",
+    );
 }
