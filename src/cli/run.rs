@@ -47,6 +47,18 @@ pub fn run(a: RunArgs, json: bool) -> anyhow::Result<()> {
         r.max_abs_logit_error,
         r.latency_ms
     );
+    if let (Some(agree), Some(gate), Some(card)) =
+        (r.gate_agreement, r.gate_latency_ms, r.member_latency_ms)
+    {
+        eprintln!(
+            "  deck: gate picks agree with the reference on {:.2}% of images; gate {:.3} ms \
+             = {:.1}% of one card ({:.3} ms)",
+            100.0 * agree,
+            gate,
+            100.0 * gate / card,
+            card
+        );
+    }
     if json {
         super::print_json(&r)?;
     }
