@@ -14,7 +14,8 @@ pub struct CompileArgs {
     /// Output directory (sources, Makefile, report.json).
     #[arg(long)]
     pub out: PathBuf,
-    /// auto | f32 | f16 | int8 | sparse | binary (binary applies to binary layers only).
+    /// auto | f32 | f16 | int8 | sparse | binary | rice (binary and rice apply to binary layers
+    /// only; rice is the smallest: Rice-coded gaps, decoded into RAM at run time).
     #[arg(long, default_value = "auto")]
     pub format: String,
     /// Flash budget in bytes: auto quantizes the largest layers until the weights fit.
@@ -29,7 +30,7 @@ pub fn run(a: CompileArgs, json: bool) -> anyhow::Result<()> {
     let format = match a.format.as_str() {
         "auto" => FormatChoice::Auto,
         s => FormatChoice::Force(Format::parse(s).ok_or_else(|| {
-            anyhow::anyhow!("--format {s}: expected auto, f32, f16, int8, sparse or binary")
+            anyhow::anyhow!("--format {s}: expected auto, f32, f16, int8, sparse, binary or rice")
         })?),
     };
     let opts = compile::Options {
@@ -54,6 +55,20 @@ pub fn run(a: CompileArgs, json: bool) -> anyhow::Result<()> {
         r.scratch_bytes,
         r.macs
     );
+    let bounded: Vec<_> = r
+        .layers
+        .iter()
+        .filter(|l| l.bound_bytes.is_some())
+        .collect();
+    if !bounded.is_empty() {
+        let bytes: u64 = bounded.iter().map(|l| l.weight_bytes).sum();
+        let bound: f64 = bounded.iter().filter_map(|l| l.bound_bytes).sum();
+        eprintln!(
+            "  {} binary layers: {bytes} B of packed weights, {:.2}x their information bound ({bound:.0} B)",
+            bounded.len(),
+            bytes as f64 / bound.max(1.0)
+        );
+    }
     if let Some(d) = &r.deck {
         eprintln!(
             "  deck: {} gate ({}), {} of {} cards per image; gate tables {} B, gate RAM {} B",

@@ -286,7 +286,7 @@ impl Source {
             Source::Deck(d) => {
                 let mut d = d.as_ref().clone();
                 d.gate.scope = crate::deck::Scope::Input;
-                let mut backend = crate::backend::CpuBackend::default();
+                let mut backend = crate::backend::CpuBackend;
                 let (mut probs, mut picks) = (Vec::new(), Vec::new());
                 for start in (0..ds.len()).step_by(256) {
                     let idx: Vec<usize> = (start..(start + 256).min(ds.len())).collect();

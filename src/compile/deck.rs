@@ -160,7 +160,15 @@ fn deck_report(
         .collect();
     let max = |f: &dyn Fn(&Planned) -> u64| planned.iter().map(f).max().unwrap_or(0);
     let arena = max(&|p| p.report.arena_bytes);
-    let scratch = max(&|p| 4 * p.bufs.floats[0] as u64) + max(&|p| 4 * p.bufs.floats[1] as u64);
+    // The padded-input buffers are shared; each member keeps its own Rice
+    // decode buffers (if any).
+    let padded = |p: &Planned| 4 * (p.bufs.floats[0] + p.bufs.floats[1]) as u64;
+    let own: u64 = planned
+        .iter()
+        .map(|p| p.report.scratch_bytes - padded(p))
+        .sum();
+    let scratch =
+        max(&|p| 4 * p.bufs.floats[0] as u64) + max(&|p| 4 * p.bufs.floats[1] as u64) + own;
     let spectral = deck.gate.kind == GateKind::Spectral;
     let mut sources: Vec<String> = members.iter().map(|m| m.source.clone()).collect();
     if spectral {

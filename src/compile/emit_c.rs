@@ -156,6 +156,24 @@ fn emit_layer(out: &mut String, id: usize, l: &MatLayer, in_padded: bool, to: Op
             }
             "CARDC_BINARY_LISTS"
         }
+        Packed::Rice(stream) => {
+            let hex = |w: &u32| format!("0x{w:08x}u");
+            // One word of padding: the decoder reads 32-bit windows.
+            let words: Vec<u32> = stream.words.iter().copied().chain([0]).collect();
+            array(out, "uint32_t", &format!("{p}_rice"), &words, hex);
+            array(
+                out,
+                "int32_t",
+                &format!("{p}_poff"),
+                &layout::position_offsets(g),
+                |o| format!("{o}"),
+            );
+            fields.push(format!(
+                ".rice = {p}_rice, .rice_k = {}, .rice_counts = rice_counts, .rice_off = rice_off, .poff = {p}_poff",
+                stream.k
+            ));
+            "CARDC_BINARY_RICE"
+        }
         Packed::Binary { words, signs, mask } => {
             let hex = |w: &u32| format!("0x{w:08x}u");
             array(out, "uint32_t", &format!("{p}_sign"), signs, hex);
@@ -283,6 +301,15 @@ pub fn emit_unit(program: &Program, plan: &Plan, bufs: &layout::Buffers, unit: &
          #include <string.h>\n#include \"model.h\"\n#include \"cardc_kernels.h\"\n",
         program.name.replace("*/", "* /")
     );
+    let (rice_counts, rice_off) = layout::rice_buffers(program);
+    if rice_counts > 0 {
+        let _ = writeln!(
+            m,
+            "/* Rice-coded layers decode into these on each call (the largest layer's size). */\n\
+             static uint32_t rice_counts[{rice_counts}];\nstatic uint32_t rice_off[{}];\n",
+            rice_off.max(1)
+        );
+    }
     let lut: Vec<f32> = program.lut.iter().flatten().copied().collect();
     array(&mut m, "float", "norm_lut", &lut, float_lit);
     let mut calls = Vec::new();

@@ -310,7 +310,31 @@ pub fn emitted_weight_bytes(packed: &Packed, g: &Geom) -> usize {
             let words = packed.bytes() + 4 * g.kh * g.kw;
             binary_lists_bytes(packed, g).map_or(words, |l| l.min(words))
         }
+        // The stream, its padding word and the position offsets.
+        Packed::Rice(_) => packed.bytes() + 4 + 4 * g.kh * g.kw,
     }
+}
+
+/// The decode buffers of a program's Rice-coded layers (shared, so the
+/// largest layer's): `(counts, offsets)` entries of 32 bits.
+pub fn rice_buffers(program: &super::lower::Program) -> (usize, usize) {
+    program
+        .mat_layers()
+        .filter_map(|l| rice_decoded_len(&l.packed.packed, &l.geom))
+        .fold((0, 0), |(c, o), (lc, lo)| (c.max(lc), o.max(lo)))
+}
+
+/// RAM a Rice-coded layer decodes into: `(counts, offsets)` entries of 32
+/// bits (one count per output channel, one offset per kept weight).
+pub fn rice_decoded_len(packed: &Packed, g: &Geom) -> Option<(usize, usize)> {
+    let Packed::Rice(s) = packed else {
+        return None;
+    };
+    let kept = super::rice::decode(s, g.oc, g.cols())?
+        .iter()
+        .map(Vec::len)
+        .sum();
+    Some((g.oc, kept))
 }
 
 #[cfg(test)]

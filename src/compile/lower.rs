@@ -81,7 +81,8 @@ impl MatLayer {
 
     /// Whether `format` can hold this layer (binary needs binary rows).
     pub fn supports(&self, format: Format) -> bool {
-        format != Format::Binary || pack::binary_magnitudes(&self.weight, self.geom.oc).is_some()
+        !matches!(format, Format::Binary | Format::Rice)
+            || pack::binary_magnitudes(&self.weight, self.geom.oc).is_some()
     }
 
     /// Packs the weights in `format`.
@@ -613,21 +614,26 @@ pub fn choose_formats(
     };
     let total = |p: &Program| fixed_bytes + p.mat_layers().map(|l| l.bytes() as u64).sum::<u64>();
     if choice == FormatChoice::Auto {
-        // Greedy: quantize the largest layer that int8 shrinks until it fits.
-        while total(program) > budget {
-            let best = program
-                .mat_layers_mut()
-                .filter(|l| l.packed.packed.format() != Format::Int8)
-                .filter_map(|l| {
-                    let q = l.pack(Format::Int8).ok()?;
-                    let saved = l.packed.packed.bytes() as i64 - q.packed.bytes() as i64;
-                    (saved > 0).then_some((saved, l, q))
-                })
-                .max_by_key(|(s, _, _)| *s);
-            match best {
-                Some((_, l, q)) => l.packed = q,
-                None => break,
+        // Greedy, lossless first: Rice-code the binary layer that shrinks
+        // most, then quantize the layer int8 shrinks most, until it fits.
+        'shrink: while total(program) > budget {
+            for to in [Format::Rice, Format::Int8] {
+                let best = program
+                    .mat_layers_mut()
+                    .filter(|l| l.packed.packed.format() != to && l.supports(to))
+                    .filter(|l| to == Format::Int8 || l.card_binary)
+                    .filter_map(|l| {
+                        let q = l.pack(to).ok()?;
+                        let saved = l.packed.packed.bytes() as i64 - q.packed.bytes() as i64;
+                        (saved > 0).then_some((saved, l, q))
+                    })
+                    .max_by_key(|(s, _, _)| *s);
+                if let Some((_, l, q)) = best {
+                    l.packed = q;
+                    continue 'shrink;
+                }
             }
+            break;
         }
     }
     let t = total(program);

@@ -16,6 +16,7 @@ pub mod layout;
 pub mod lower;
 pub mod pack;
 pub mod plan;
+pub mod rice;
 pub mod target;
 pub mod tract_bench;
 
@@ -45,6 +46,13 @@ pub struct LayerReport {
     /// Weights, bias and multipliers in flash.
     pub bytes: u64,
     pub zero_fraction: f64,
+    /// The packed weights alone (without bias and multipliers).
+    #[serde(default)]
+    pub weight_bytes: u64,
+    /// Binary layers: the information bound of their kept/sign pattern,
+    /// `(log2 C(n, k) + k) / 8` bytes for `n` weights with `k` kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound_bytes: Option<f64>,
     pub macs: u64,
     /// BatchNorm/activation fused into the layer.
     pub act: String,
@@ -62,7 +70,8 @@ pub struct Report {
     pub arena_bytes: u64,
     /// Max over schedule steps of the bytes live at that step.
     pub arena_lower_bound_bytes: u64,
-    /// Padded-input buffers of the matrix layers, besides the arena.
+    /// Padded-input buffers of the matrix layers (and the decode buffers
+    /// of Rice-coded ones), besides the arena.
     pub scratch_bytes: u64,
     /// arena + scratch.
     pub ram_bytes: u64,
@@ -138,7 +147,9 @@ pub fn plan_card(
     let iv = plan::lifetimes(&sizes, &defs, &reads, program.output, nsteps);
     let mem = plan::plan(&iv);
     plan::verify(&iv, &mem).map_err(|e| anyhow::anyhow!("memory planner: {e}"))?;
-    let scratch_floats = bufs.floats[0] + bufs.floats[1];
+    // Padded inputs, plus what Rice-coded layers decode into.
+    let (rice_counts, rice_off) = layout::rice_buffers(&program);
+    let scratch_floats = bufs.floats[0] + bufs.floats[1] + rice_counts + rice_off;
     let ram = mem.arena_bytes as u64 + 4 * scratch_floats as u64;
     let layers: Vec<LayerReport> = program
         .mat_layers()
@@ -148,6 +159,12 @@ pub fn plan_card(
             format: l.packed.packed.format().name().to_string(),
             bytes: l.bytes() as u64,
             zero_fraction: l.zero_fraction(),
+            weight_bytes: layout::emitted_weight_bytes(&l.packed.packed, &l.geom) as u64,
+            bound_bytes: l.supports(Format::Binary).then(|| {
+                let n = l.weight.len() as u64;
+                let kept = l.weight.iter().filter(|v| **v != 0.0).count() as u64;
+                rice::information_bound_bits(n, kept) / 8.0
+            }),
             macs: l.geom.macs(),
             act: format!("{:?}", l.act).to_lowercase(),
         })

@@ -16,6 +16,9 @@
 //!   in 32-bit words, bit `i` of word `j` = channel `32·j + i`; a sign word
 //!   (bit set = −1) and a mask word (bit set = kept; omitted when every
 //!   weight is kept). `w = ±mult[o]` where kept, else 0.
+//! * `rice`: the same binary weights as a Rice-coded stream of the gaps
+//!   between kept weights and their signs ([`super::rice`]): near the
+//!   information bound, decoded at run time into RAM.
 //!
 //! `unpack` inverts every packing; for f32, sparse and binary the round trip
 //! is bit-exact (tested).
@@ -31,16 +34,18 @@ pub enum Format {
     Int8,
     Sparse,
     Binary,
+    Rice,
 }
 
 impl Format {
     /// All formats, in the order `--format` lists them.
-    pub const ALL: [Format; 5] = [
+    pub const ALL: [Format; 6] = [
         Format::F32,
         Format::F16,
         Format::Int8,
         Format::Sparse,
         Format::Binary,
+        Format::Rice,
     ];
 
     /// The `--format` name.
@@ -51,6 +56,7 @@ impl Format {
             Format::Int8 => "int8",
             Format::Sparse => "sparse",
             Format::Binary => "binary",
+            Format::Rice => "rice",
         }
     }
 
@@ -93,6 +99,7 @@ pub enum Packed {
         /// `None` when every weight is kept.
         mask: Option<Vec<u32>>,
     },
+    Rice(super::rice::RiceStream),
 }
 
 /// Packed weights and the per-output-channel multiplier they need (`None`:
@@ -125,6 +132,7 @@ impl Packed {
             Packed::Binary { signs, mask, .. } => {
                 4 * signs.len() + mask.as_ref().map_or(0, |m| 4 * m.len())
             }
+            Packed::Rice(s) => 4 * s.words.len(),
         }
     }
 
@@ -136,6 +144,7 @@ impl Packed {
             Packed::Int8(_) => Format::Int8,
             Packed::Sparse { .. } => Format::Sparse,
             Packed::Binary { .. } => Format::Binary,
+            Packed::Rice(_) => Format::Rice,
         }
     }
 }
@@ -241,6 +250,13 @@ pub fn pack(
                 mult: None,
             }
         }
+        Format::Rice => PackedWeights {
+            mult: Some(
+                binary_magnitudes(w, rows)
+                    .ok_or("weights are not binary (nonzeros of a row differ in magnitude)")?,
+            ),
+            packed: Packed::Rice(super::rice::encode(w, cols)),
+        },
         Format::Binary => {
             let mags = binary_magnitudes(w, rows)
                 .ok_or("weights are not binary (nonzeros of a row differ in magnitude)")?;
@@ -326,6 +342,19 @@ pub fn unpack(p: &PackedWeights, rows: usize, cols: usize, ic: usize) -> Vec<f32
             }
             w
         }
+        Packed::Rice(s) => {
+            let mut w = vec![0f32; rows * cols];
+            for (r, row) in super::rice::decode(s, rows, cols)
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+            {
+                for (k, neg) in row {
+                    w[r * cols + k] = if neg { -mult(r) } else { mult(r) };
+                }
+            }
+            w
+        }
     }
 }
 
@@ -383,6 +412,9 @@ mod tests {
                 w.push(if kept { s } else { 0.0 });
             }
         }
+        let rice = pack(&w, rows, cols, ic, Format::Rice).unwrap();
+        let back = unpack(&rice, rows, cols, ic);
+        assert!(back.iter().zip(&w).all(|(a, b)| a.to_bits() == b.to_bits()));
         let p = pack(&w, rows, cols, ic, Format::Binary).unwrap();
         let Packed::Binary {
             words, ref mask, ..
@@ -401,6 +433,7 @@ mod tests {
         assert_eq!(unpack(&p, 1, cols, ic), full);
         // Not binary: refused.
         assert!(pack(&rand_w(cols, 1, 0.0), 1, cols, ic, Format::Binary).is_err());
+        assert!(pack(&rand_w(cols, 1, 0.0), 1, cols, ic, Format::Rice).is_err());
     }
 
     #[test]

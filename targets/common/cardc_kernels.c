@@ -299,14 +299,14 @@ static void binary(const cardc_layer *L, const float *s, float *out) {
  * inputs under kept +1 signs, then those under kept -1 signs. */
 #define CARDC_BINARY_ROWS(OFF)                                                   \
   for (o = 0; o < L->oc; o++) {                                                  \
-    uint32_t c, npos = L->bin_npos[o], nneg = L->bin_nneg[o];                    \
+    uint32_t c, np = npos[o], nn = nneg[o];                                      \
     v8 acc[SPARSE_V];                                                            \
     for (v = 0; v < SPARSE_V; v++) acc[v] = v8_zero();                           \
-    for (c = 0; c < npos; c++, j++) {                                            \
+    for (c = 0; c < np; c++, j++) {                                              \
       size_t off = OFF[j];                                                       \
       for (v = 0; v < SPARSE_V; v++) acc[v] = v8_add(acc[v], v8_load(xb[v] + off)); \
     }                                                                            \
-    for (c = 0; c < nneg; c++, j++) {                                            \
+    for (c = 0; c < nn; c++, j++) {                                              \
       size_t off = OFF[j];                                                       \
       for (v = 0; v < SPARSE_V; v++) acc[v] = v8_sub(acc[v], v8_load(xb[v] + off)); \
     }                                                                            \
@@ -315,7 +315,8 @@ static void binary(const cardc_layer *L, const float *s, float *out) {
                   L->mult[o], L->bias[o], L->act);                               \
   }
 
-static void binary_lists(const cardc_layer *L, const float *s, float *out) {
+static void lists(const cardc_layer *L, const uint32_t *npos, const uint32_t *nneg,
+                  const uint16_t *off16, const uint32_t *off32, const float *s, float *out) {
   int32_t nvx = (L->ow + 7) / 8, nvec = L->oh * nvx, t0, o, v;
   size_t plane = (size_t)L->out_plane;
   for (t0 = 0; t0 < nvec; t0 += SPARSE_V) {
@@ -324,10 +325,98 @@ static void binary_lists(const cardc_layer *L, const float *s, float *out) {
     size_t j = 0;
     tile_setup(L, t0, nvec, SPARSE_V, base, dst, lanes);
     for (v = 0; v < SPARSE_V; v++) xb[v] = s + base[v];
-    if (L->off16) {
-      CARDC_BINARY_ROWS(L->off16)
+    if (off16) {
+      CARDC_BINARY_ROWS(off16)
     } else {
-      CARDC_BINARY_ROWS(L->off32)
+      CARDC_BINARY_ROWS(off32)
+    }
+  }
+}
+
+static uint32_t rice_bit(const uint32_t *w, uint32_t *at) {
+  const uint32_t b = (w[*at >> 5] >> (*at & 31u)) & 1u;
+  (*at)++;
+  return b;
+}
+
+/* One Rice code (parameter k) from bit `at` on, and (`with_sign`) the sign
+ * bit after it, returned in *neg. The stream ends with a word of padding,
+ * so the 32-bit window can always read two words; codes that do not fit
+ * the window are read bit by bit. */
+static uint32_t rice_code(const uint32_t *w, uint32_t *at, uint32_t k, uint32_t *neg) {
+  const uint32_t i = *at >> 5, sh = *at & 31u;
+  const uint32_t win = sh ? (w[i] >> sh) | (w[i + 1] << (32u - sh)) : w[i];
+  uint32_t q = 0, low = 0, b;
+  if (~win != 0u) {
+    q = (uint32_t)CARDC_CTZ(~win);
+    if (q + 2u + k < 32u) {
+      *at += q + 1u + k;
+      *neg = (win >> (q + 1u + k)) & 1u;
+      return (q << k) | ((win >> (q + 1u)) & ((1u << k) - 1u));
+    }
+  }
+  q = 0;
+  while (rice_bit(w, at)) q++;
+  for (b = 0; b < k; b++) low |= rice_bit(w, at) << b;
+  *neg = (w[*at >> 5] >> (*at & 31u)) & 1u;
+  return (q << k) | low;
+}
+
+/* Decodes a Rice-coded layer into L->rice_counts ([oc] kept weights per
+ * output channel) and L->rice_off (per kept weight its scratch offset, bit
+ * 31 set for -1), walking the patch position incrementally. */
+static void rice_decode(const cardc_layer *L) {
+  const uint32_t *w = L->rice, k = (uint32_t)L->rice_k;
+  const int32_t positions = L->kh * L->kw;
+  const size_t cstride = (size_t)L->sw * (size_t)L->hp * (size_t)L->wq;
+  uint32_t at = 0;
+  size_t j = 0;
+  int32_t o;
+  for (o = 0; o < L->oc; o++) {
+    int32_t ci = -1, pos = 0; /* the previous kept index, as (position, channel) */
+    uint32_t n = 0;
+    for (;;) {
+      uint32_t neg;
+      ci += (int32_t)rice_code(w, &at, k, &neg) + 1;
+      while (ci >= L->ic && pos < positions) {
+        ci -= L->ic;
+        pos++;
+      }
+      if (pos >= positions) break; /* the row's terminating gap */
+      at++;                        /* the sign bit */
+      L->rice_off[j++] =
+          (uint32_t)((size_t)ci * cstride + (size_t)L->poff[pos]) | (neg << 31);
+      n++;
+    }
+    L->rice_counts[o] = n;
+  }
+}
+
+/* Signed offset lists (decoded Rice layers): per output channel, each kept
+ * input times +1 or -1 (bit 31 of its offset). */
+static void signed_lists(const cardc_layer *L, const uint32_t *count, const uint32_t *offs,
+                         const float *s, float *out) {
+  int32_t nvx = (L->ow + 7) / 8, nvec = L->oh * nvx, t0, o, v;
+  size_t plane = (size_t)L->out_plane;
+  for (t0 = 0; t0 < nvec; t0 += SPARSE_V) {
+    int32_t base[SPARSE_V], dst[SPARSE_V], lanes[SPARSE_V];
+    const float *xb[SPARSE_V];
+    size_t j = 0;
+    tile_setup(L, t0, nvec, SPARSE_V, base, dst, lanes);
+    for (v = 0; v < SPARSE_V; v++) xb[v] = s + base[v];
+    for (o = 0; o < L->oc; o++) {
+      uint32_t c;
+      v8 acc[SPARSE_V];
+      for (v = 0; v < SPARSE_V; v++) acc[v] = v8_zero();
+      for (c = 0; c < count[o]; c++, j++) {
+        const uint32_t e = offs[j];
+        const size_t off = e & 0x7fffffffu;
+        const float sign = (e >> 31) ? -1.0f : 1.0f;
+        for (v = 0; v < SPARSE_V; v++) acc[v] = v8_fma(acc[v], v8_load(xb[v] + off), sign);
+      }
+      for (v = 0; v < SPARSE_V; v++)
+        store_lanes(out + (size_t)o * plane + (size_t)dst[v], acc[v], lanes[v], L->mult[o],
+                    L->bias[o], L->act);
     }
   }
 }
@@ -374,8 +463,12 @@ void cardc_mat(const cardc_layer *L, const float *in, float *out, float *scratch
     case CARDC_BINARY:
       binary(L, s, out);
       break;
+    case CARDC_BINARY_RICE:
+      rice_decode(L);
+      signed_lists(L, L->rice_counts, L->rice_off, s, out);
+      break;
     default:
-      binary_lists(L, s, out);
+      lists(L, L->bin_npos, L->bin_nneg, L->off16, L->off32, s, out);
       break;
   }
 }

@@ -49,6 +49,7 @@
 #define CARDC_SPARSE 3
 #define CARDC_BINARY 4
 #define CARDC_BINARY_LISTS 5
+#define CARDC_BINARY_RICE 6
 
 /* One matrix layer: geometry, padded-input layout, bias and multipliers,
  * and the weights of exactly one format (the others are NULL). */
@@ -76,6 +77,13 @@ typedef struct cardc_layer {
   const uint32_t *bin_npos; /* binary lists: [oc] */
   const uint32_t *bin_nneg;
   int32_t bin_words;
+  /* Binary, Rice-coded (cardc's src/compile/rice.rs): the stream (plus one
+   * word of padding), its parameter, and the RAM it is decoded into on each
+   * call ([oc] counts; per kept weight its scratch offset, bit 31 = -1). */
+  const uint32_t *rice;
+  int32_t rice_k;
+  uint32_t *rice_counts;
+  uint32_t *rice_off;
 } cardc_layer;
 
 /* Convolution / linear layer: [ic][ih][iw] -> [oc][oh][ow] (or the output

@@ -261,7 +261,8 @@ fn every_format_and_operator_matches_the_reference_under_sanitizers() {
                 &ds,
                 SANITIZE,
             );
-            let tol = if f == Format::Binary && state != "binary" {
+            let binary_only = matches!(f, Format::Binary | Format::Rice);
+            let tol = if binary_only && state != "binary" {
                 tolerance(Format::F32)
             } else {
                 tolerance(f)
@@ -276,7 +277,7 @@ fn every_format_and_operator_matches_the_reference_under_sanitizers() {
                 .iter()
                 .map(|l| l["format"].as_str().unwrap())
                 .collect();
-            if f != Format::Binary || state == "binary" {
+            if !binary_only || state == "binary" {
                 assert!(formats.iter().all(|&x| x == f.name()), "{formats:?}");
             }
         }
@@ -298,6 +299,7 @@ fn portable_kernels_match_the_reference() {
         ("dense", Format::Int8),
         ("masked", Format::Sparse),
         ("binary", Format::Binary),
+        ("binary", Format::Rice),
     ] {
         let card = card_of(model_for(every_op_graph(), state, 21));
         let ds = random_images(&card, 2, 21);
@@ -377,6 +379,7 @@ fn odd_shapes_match_the_reference_in_every_exact_format() {
         ("masked", Format::Sparse),
         ("masked", Format::F32),
         ("binary", Format::Binary),
+        ("binary", Format::Rice),
     ] {
         let card = card_of(model_for(odd_graph(), state, 31));
         let ds = random_images(&card, 3, 31);
@@ -506,6 +509,7 @@ fn arm_target_agrees_under_qemu() {
         ("dense", Format::F32),
         ("masked", Format::Sparse),
         ("binary", Format::Binary),
+        ("binary", Format::Rice),
     ] {
         let card = card_of(model_for(every_op_graph(), state, 8));
         let ds = random_images(&card, 3, 8);
