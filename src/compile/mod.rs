@@ -113,16 +113,22 @@ pub fn compile(card: &Card, opts: &Options, out: &Path) -> anyhow::Result<Report
         reads.extend(s.inputs().into_iter().map(|v| (i, v)));
     }
     // Values handed off into the next layer's padded input take no arena.
-    let bufs = layout::buffers(&program);
+    let mut bufs = layout::buffers(&program);
     let mut sizes: Vec<usize> = program.values.iter().map(|&n| 4 * n).collect();
     for (s, h) in program.steps.iter().zip(&bufs.handoff) {
         if h.is_some() {
             sizes[s.output()] = 0;
         }
     }
+    let padded_values = target
+        .scratch_in_arena
+        .then(|| bufs.move_to_arena(&program, &mut sizes, &mut defs, &mut reads));
     let iv = plan::lifetimes(&sizes, &defs, &reads, program.output, nsteps);
     let mem = plan::plan(&iv);
     plan::verify(&iv, &mem).map_err(|e| anyhow::anyhow!("memory planner: {e}"))?;
+    if let Some(holder) = &padded_values {
+        bufs.place(holder, &mem.offsets);
+    }
     let scratch_floats = bufs.floats[0] + bufs.floats[1];
     let ram = mem.arena_bytes as u64 + 4 * scratch_floats as u64;
     if let Some(budget) = opts.max_ram.or(target.ram_bytes)
@@ -178,9 +184,7 @@ pub fn compile(card: &Card, opts: &Options, out: &Path) -> anyhow::Result<Report
     for (name, text) in target::COMMON.iter().chain(extra_files.iter()) {
         write(name, text)?;
     }
-    if target.harness == "hosted" {
-        write("main.c", target::MAIN_HOSTED)?;
-    }
+    write("main.c", target::harness_source(&target)?)?;
     write("model.h", &src.header)?;
     write("model.c", &src.model_c)?;
     write("Makefile", &src.makefile)?;
