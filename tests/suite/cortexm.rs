@@ -122,6 +122,28 @@ fn small_nets_agree_with_the_reference_under_qemu() {
         let err = run["max_abs_logit_error"].as_f64().unwrap();
         assert!(err < 1e-3, "{target} {state}: max logit error {err}");
         assert!(run["latency_ms"].as_f64().unwrap() > 0.0, "{run}");
+        if state == "dense" {
+            harness_rejects_bad_input(target, &out);
+        }
+    }
+}
+
+/// The semihosting harness ends QEMU with status 2 and a message on
+/// stderr for an input that is not whole images, or a missing file.
+fn harness_rejects_bad_input(target: &str, dir: &Path) {
+    let (t, _) = target::find(target).unwrap();
+    std::fs::write(dir.join("bad.bin"), [7u8; 3 * 32 * 32 + 1]).unwrap();
+    for file in ["bad.bin", "missing.bin"] {
+        let o = std::process::Command::new(&t.runner[0])
+            .args(&t.runner[1..])
+            .args(["./model", file])
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{file}");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains(file), "{file}: {e}");
+        assert!(o.stdout.is_empty(), "{file}");
     }
 }
 
