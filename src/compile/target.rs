@@ -29,6 +29,10 @@ pub struct Target {
     /// metal targets), beyond the harness, model and kernels.
     #[serde(default)]
     pub sources: Vec<String>,
+    /// Programs needed besides `cc` and the runner's first word (the
+    /// emulator a `sh -c` runner starts).
+    #[serde(default)]
+    pub tools: Vec<String>,
     /// Plan the matrix layers' padded inputs into the activation arena
     /// (each live only during its layer) instead of two static scratch
     /// buffers: less RAM for microcontrollers, same arithmetic.
@@ -156,6 +160,7 @@ impl Target {
     pub fn missing_tools(&self) -> Vec<String> {
         std::iter::once(&self.cc)
             .chain(self.runner.first())
+            .chain(&self.tools)
             .filter(|c| !have_tool(c))
             .cloned()
             .collect()
