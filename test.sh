@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 # Debian packages the suite needs, installed when missing and running as root.
 # (The GPU backend's lavapipe and the compiler's cross toolchains join this
 # list when those milestones land.)
-PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -96,12 +96,14 @@ pub struct Output {
 /// Runs the built artifact on `images` (raw bytes, back to back).
 pub fn execute(dir: &Path, images: &[u8]) -> anyhow::Result<Output> {
     let (report, t) = open(dir)?;
+    // The runner and the tools it starts (QEMU behind a shell wrapper).
     let missing: Vec<String> = t
         .runner
         .first()
+        .into_iter()
+        .chain(&t.tools)
         .filter(|r| !target::have_tool(r))
         .cloned()
-        .into_iter()
         .collect();
     if !missing.is_empty() {
         return Err(missing_tools_error(&t, &missing));
@@ -334,7 +336,8 @@ pub fn evaluate(dir: &Path, ds: &Dataset) -> anyhow::Result<RunResult> {
         }
     }
     let n = ds.len() as f64;
-    let gate_agreement = (!ref_picks.is_empty()).then(|| {
+    // Harnesses without the deck timing (bare metal) print no picks.
+    let gate_agreement = (!ref_picks.is_empty() && !out.picks.is_empty()).then(|| {
         let same = out
             .picks
             .iter()

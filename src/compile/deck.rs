@@ -94,7 +94,7 @@ pub fn compile_deck(deck: &Deck, opts: &Options, out: &Path) -> anyhow::Result<R
         planned.push(p);
     }
     let report = deck_report(deck, &planned, &target.name, gate_flash, gate_ram);
-    check_ram(opts.max_ram.or(target.ram_bytes), &report, "the deck")?;
+    check_ram(opts.max_ram, &target, &report, "the deck")?;
     let mut files = Vec::new();
     for (i, (p, r)) in planned
         .iter()

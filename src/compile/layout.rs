@@ -80,6 +80,66 @@ pub struct Buffers {
     pub handoff: Vec<Option<u8>>,
     /// Floats of buffers A and B.
     pub floats: [usize; 2],
+    /// Per step: byte offset in the arena of its padded input, when the
+    /// padded inputs live in the arena (see [`Buffers::move_to_arena`])
+    /// instead of buffers A and B.
+    pub arena: Vec<Option<usize>>,
+}
+
+impl Buffers {
+    /// The C expression of step `step`'s padded input: buffer A or B, or
+    /// its place in the arena (`names`: the arena and the two buffers).
+    pub fn padded_input(&self, step: usize, buf: u8, names: &[&str; 3]) -> String {
+        match self.arena.get(step).copied().flatten() {
+            Some(off) => format!("{} + {}", names[0], off / 4),
+            None => names[1 + (buf as usize & 1)].to_string(),
+        }
+    }
+
+    /// For small-RAM targets: plans every matrix layer's padded input as a
+    /// value of the arena, live only while it is written and read, instead
+    /// of two buffers as large as the largest padded input that sit beside
+    /// the arena for the whole run. A handed-off output (size 0 in `sizes`)
+    /// becomes the next layer's padded input; any other matrix layer gets a
+    /// value defined and read at its own step. Appends those values to
+    /// `sizes`, `defs` and `reads` (the planner's inputs, bytes) and returns
+    /// per step the value holding its padded input; [`Buffers::place`]
+    /// takes the planned offsets.
+    pub fn move_to_arena(
+        &mut self,
+        program: &super::lower::Program,
+        sizes: &mut Vec<usize>,
+        defs: &mut Vec<usize>,
+        reads: &mut Vec<(usize, usize)>,
+    ) -> Vec<Option<usize>> {
+        use super::lower::Step;
+        let mut holder = vec![None; program.steps.len()];
+        for (i, step) in program.steps.iter().enumerate() {
+            let Step::Mat { layer, input, .. } = step else {
+                continue;
+            };
+            let g = &layer.geom;
+            let bytes = 4 * Padded::of(g).scratch_floats(g);
+            if i > 0 && self.handoff[i - 1].is_some() {
+                sizes[*input] = bytes;
+                holder[i] = Some(*input);
+            } else {
+                let v = sizes.len();
+                sizes.push(bytes);
+                defs.push(i);
+                reads.push((i, v));
+                holder[i] = Some(v);
+            }
+        }
+        self.floats = [0, 0];
+        holder
+    }
+
+    /// Records the planned arena offsets (`offsets[v]`, bytes) of the
+    /// values [`Buffers::move_to_arena`] returned.
+    pub fn place(&mut self, holder: &[Option<usize>], offsets: &[usize]) {
+        self.arena = holder.iter().map(|h| h.map(|v| offsets[v])).collect();
+    }
 }
 
 /// Plans the padded-input buffers of `program`.
@@ -96,6 +156,7 @@ pub fn buffers(program: &super::lower::Program) -> Buffers {
         input: vec![None; n],
         handoff: vec![None; n],
         floats: [0, 0],
+        arena: vec![None; n],
     };
     for i in 0..n {
         let Step::Mat { layer, out, .. } = &program.steps[i] else {

@@ -137,16 +137,22 @@ pub fn plan_card(
         reads.extend(s.inputs().into_iter().map(|v| (i, v)));
     }
     // Values handed off into the next layer's padded input take no arena.
-    let bufs = layout::buffers(&program);
+    let mut bufs = layout::buffers(&program);
     let mut sizes: Vec<usize> = program.values.iter().map(|&n| 4 * n).collect();
     for (s, h) in program.steps.iter().zip(&bufs.handoff) {
         if h.is_some() {
             sizes[s.output()] = 0;
         }
     }
+    let padded_values = target
+        .scratch_in_arena
+        .then(|| bufs.move_to_arena(&program, &mut sizes, &mut defs, &mut reads));
     let iv = plan::lifetimes(&sizes, &defs, &reads, program.output, nsteps);
     let mem = plan::plan(&iv);
     plan::verify(&iv, &mem).map_err(|e| anyhow::anyhow!("memory planner: {e}"))?;
+    if let Some(holder) = &padded_values {
+        bufs.place(holder, &mem.offsets);
+    }
     // Padded inputs, plus what Rice-coded layers decode into.
     let (rice_counts, rice_off) = layout::rice_buffers(&program);
     let scratch_floats = bufs.floats[0] + bufs.floats[1] + rice_counts + rice_off;
@@ -200,13 +206,22 @@ pub fn plan_card(
     })
 }
 
-/// The error of a RAM budget the artifact does not fit.
-fn check_ram(budget: Option<u64>, r: &Report, what: &str) -> anyhow::Result<()> {
-    if let Some(budget) = budget
-        && r.ram_bytes > budget
-    {
+/// The error of a RAM budget (`--max-ram`, else the target's RAM) the
+/// artifact does not fit.
+fn check_ram(
+    max_ram: Option<u64>,
+    target: &target::Target,
+    r: &Report,
+    what: &str,
+) -> anyhow::Result<()> {
+    let (budget, source) = match (max_ram, target.ram_bytes) {
+        (Some(b), _) => (b, format!("--max-ram {b}")),
+        (None, Some(b)) => (b, format!("target {} has {b} bytes of RAM", target.name)),
+        (None, None) => return Ok(()),
+    };
+    if r.ram_bytes > budget {
         bail!(
-            "--max-ram {budget}: {what} needs {} bytes of RAM ({} arena, lower bound {}, \
+            "{source}: {what} needs {} bytes of RAM ({} arena, lower bound {}, \
              plus {} scratch); weight formats do not change activation memory",
             r.ram_bytes,
             r.arena_bytes,
@@ -233,9 +248,7 @@ fn write_artifact(
     for (name, text) in target::COMMON.iter().chain(extra_files.iter()) {
         write(name, text)?;
     }
-    if target.harness == "hosted" {
-        write("main.c", target::MAIN_HOSTED)?;
-    }
+    write("main.c", target::harness_source(target)?)?;
     for (name, text) in files {
         write(name, text)?;
     }
@@ -250,7 +263,7 @@ pub fn compile(card: &Card, opts: &Options, out: &Path) -> anyhow::Result<Report
     let (target, extra_files) = target::find(&opts.target)?;
     let max_flash = opts.max_flash.or(target.flash_bytes);
     let p = plan_card(card, opts.format, max_flash, &target)?;
-    check_ram(opts.max_ram.or(target.ram_bytes), &p.report, "the model")?;
+    check_ram(opts.max_ram, &target, &p.report, "the model")?;
     let src = emit_c::emit(&p.program, &p.plan, &target, &p.bufs);
     let report = p.report;
     let files = [

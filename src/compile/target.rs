@@ -25,6 +25,19 @@ pub struct Target {
     pub flash_bytes: Option<u64>,
     #[serde(default)]
     pub ram_bytes: Option<u64>,
+    /// Extra runtime C files to compile and link (start-up code of bare
+    /// metal targets), beyond the harness, model and kernels.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Programs needed besides `cc` and the runner's first word (the
+    /// emulator a `sh -c` runner starts).
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// Plan the matrix layers' padded inputs into the activation arena
+    /// (each live only during its layer) instead of two static scratch
+    /// buffers: less RAM for microcontrollers, same arithmetic.
+    #[serde(default)]
+    pub scratch_in_arena: bool,
 }
 
 /// Shared runtime sources: `(file name, contents)`.
@@ -42,6 +55,34 @@ pub const COMMON: &[(&str, &str)] = &[
 /// The stdio harness of hosted targets.
 pub const MAIN_HOSTED: &str = include_str!("../../targets/common/main_hosted.c");
 
+/// The semihosting harness of bare-metal targets.
+pub const MAIN_SEMIHOST: &str = include_str!("../../targets/common/main_semihost.c");
+
+/// The harness `main.c` for a target's `harness` kind.
+pub fn harness_source(t: &Target) -> anyhow::Result<&'static str> {
+    match t.harness.as_str() {
+        "hosted" => Ok(MAIN_HOSTED),
+        "semihosting" => Ok(MAIN_SEMIHOST),
+        other => anyhow::bail!(
+            "target {}: unknown harness '{other}' (hosted or semihosting)",
+            t.name
+        ),
+    }
+}
+
+/// Runtime files shared by the Cortex-M targets: start-up code and the
+/// section placement their linker scripts include.
+const CORTEX_M_COMMON: [(&str, &str); 2] = [
+    (
+        "startup_cortexm.c",
+        include_str!("../../targets/common/startup_cortexm.c"),
+    ),
+    (
+        "cortexm_sections.ld",
+        include_str!("../../targets/common/cortexm_sections.ld"),
+    ),
+];
+
 /// Runtime files of a target: `(file name, contents)`.
 pub type Files = &'static [(&'static str, &'static str)];
 
@@ -49,6 +90,30 @@ pub type Files = &'static [(&'static str, &'static str)];
 const BUILTIN: &[(&str, &str, Files)] = &[
     ("host", include_str!("../../targets/host/target.toml"), &[]),
     ("arm", include_str!("../../targets/arm/target.toml"), &[]),
+    (
+        "cortex-m4",
+        include_str!("../../targets/cortex-m4/target.toml"),
+        &[
+            CORTEX_M_COMMON[0],
+            CORTEX_M_COMMON[1],
+            (
+                "cortex-m4.ld",
+                include_str!("../../targets/cortex-m4/cortex-m4.ld"),
+            ),
+        ],
+    ),
+    (
+        "cortex-m33",
+        include_str!("../../targets/cortex-m33/target.toml"),
+        &[
+            CORTEX_M_COMMON[0],
+            CORTEX_M_COMMON[1],
+            (
+                "cortex-m33.ld",
+                include_str!("../../targets/cortex-m33/cortex-m33.ld"),
+            ),
+        ],
+    ),
 ];
 
 /// Names `--target` accepts per the product contract, built or not.
@@ -71,7 +136,9 @@ pub fn find(name: &str) -> anyhow::Result<(Target, Files)> {
         return Ok((t, files));
     }
     if ALL_NAMES.contains(&name) {
-        anyhow::bail!("--target {name}: not built yet (available: host, arm)");
+        anyhow::bail!(
+            "--target {name}: not built yet (available: host, arm, cortex-m4, cortex-m33)"
+        );
     }
     anyhow::bail!(
         "--target {name}: unknown target (one of {})",
@@ -93,6 +160,7 @@ impl Target {
     pub fn missing_tools(&self) -> Vec<String> {
         std::iter::once(&self.cc)
             .chain(self.runner.first())
+            .chain(&self.tools)
             .filter(|c| !have_tool(c))
             .cloned()
             .collect()

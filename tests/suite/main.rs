@@ -9,6 +9,7 @@ mod common;
 mod compile;
 mod compile_measure;
 mod corrupt;
+mod cortexm;
 mod cpu_gradcheck;
 mod data;
 mod deck;

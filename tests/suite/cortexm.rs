@@ -1,0 +1,167 @@
+//! The Cortex-M targets end to end through the real binary: small random
+//! nets compiled for cortex-m4 (mps2-an386) and cortex-m33 (mps2-an505),
+//! built with arm-none-eabi-gcc, run under qemu-system-arm with
+//! semihosting by `cardc run`, and compared with the reference forward
+//! pass; a model over the targets' 256 KB of RAM is refused at compile.
+
+use crate::common::{assert_clean_error, cardc, cardc_json};
+use cardc::card::Card;
+use cardc::compile::target;
+use cardc::data::Normalization;
+use cardc::ir::models::{BuildOptions, build};
+use cardc::model::{Model, WeightState};
+use cardc::rng::Rng;
+use std::path::Path;
+
+/// Whether `name`'s compiler and QEMU are here; prints why not.
+fn tools_present(name: &str) -> bool {
+    let (t, _) = target::find(name).unwrap();
+    // The runner is `sh -c "exec qemu-system-arm ..."`: `tools` names QEMU.
+    assert!(t.tools.iter().any(|x| x == "qemu-system-arm"));
+    let missing = t.missing_tools();
+    if !missing.is_empty() {
+        eprintln!("SKIPPED {name} under QEMU: missing {missing:?} (test.sh installs them)");
+    }
+    missing.is_empty()
+}
+
+/// A card of `arch` at `width` with random weights in `state`: "dense",
+/// "masked" (≈80% zeros) or "binary" (≈70% kept).
+fn card(arch: &str, width: f32, state: &str, seed: u64) -> Card {
+    let g = build(
+        arch,
+        &BuildOptions {
+            width_mult: width,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut m = Model::init(g, seed).unwrap();
+    let mut r = Rng::new(seed + 1);
+    for (i, k) in m.prunable() {
+        let t = &mut m.params[i][k];
+        let keep = if state == "binary" { 0.7 } else { 0.2 };
+        let mask: Vec<bool> = (0..t.data.len()).map(|_| r.uniform() < keep).collect();
+        t.state = match state {
+            "masked" => WeightState::Masked { mask },
+            "binary" => WeightState::Binary {
+                mask,
+                alpha: r.range(0.05, 0.3),
+            },
+            _ => WeightState::Dense,
+        };
+        t.apply_mask();
+    }
+    let classes = m.graph.classes();
+    let norm = Normalization {
+        mean: vec![0.45, 0.5, 0.55],
+        std: vec![0.22, 0.25, 0.28],
+    };
+    Card::new(m, norm, (0..classes).map(|i| format!("c{i}")).collect())
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn small_nets_agree_with_the_reference_under_qemu() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (target, state, format) in [
+        ("cortex-m4", "dense", "f32"),
+        ("cortex-m4", "masked", "sparse"),
+        ("cortex-m4", "binary", "binary"),
+        ("cortex-m33", "masked", "f32"),
+    ] {
+        if !tools_present(target) {
+            continue;
+        }
+        let card_path = tmp.path().join(format!("{target}-{state}.card"));
+        card("conv4", 0.125, state, 3).save(&card_path).unwrap();
+        let out = tmp.path().join(format!("{target}-{state}"));
+        let report = cardc_json(&[
+            "compile",
+            "--model",
+            path(&card_path),
+            "--target",
+            target,
+            "--format",
+            format,
+            "--out",
+            path(&out),
+            "--json",
+        ]);
+        assert_eq!(report["target"], target);
+        assert!(report["ram_bytes"].as_u64().unwrap() <= 256 * 1024);
+        assert!(
+            report["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["format"] == format),
+            "{target} {state}: {report}"
+        );
+        for f in ["startup_cortexm.c", "main.c", "Makefile"] {
+            assert!(out.join(f).is_file(), "{f}");
+        }
+        let run = cardc_json(&[
+            "run",
+            path(&out),
+            "--data",
+            "synthetic:50",
+            "--limit",
+            "5",
+            "--json",
+        ]);
+        assert_eq!(run["target"], target);
+        assert_eq!(run["images"], 5);
+        assert_eq!(run["argmax_agreement"], 1.0, "{target} {state}: {run}");
+        let err = run["max_abs_logit_error"].as_f64().unwrap();
+        assert!(err < 1e-3, "{target} {state}: max logit error {err}");
+        assert!(run["latency_ms"].as_f64().unwrap() > 0.0, "{run}");
+        if state == "dense" {
+            harness_rejects_bad_input(target, &out);
+        }
+    }
+}
+
+/// The semihosting harness ends QEMU with status 2 and a message on
+/// stderr for an input that is not whole images, or a missing file.
+fn harness_rejects_bad_input(target: &str, dir: &Path) {
+    let (t, _) = target::find(target).unwrap();
+    std::fs::write(dir.join("bad.bin"), [7u8; 3 * 32 * 32 + 1]).unwrap();
+    for file in ["bad.bin", "missing.bin"] {
+        let o = std::process::Command::new(&t.runner[0])
+            .args(&t.runner[1..])
+            .args(["./model", file])
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{file}");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains(file), "{file}: {e}");
+        assert!(o.stdout.is_empty(), "{file}");
+    }
+}
+
+#[test]
+fn model_over_the_ram_budget_is_refused_with_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let card_path = tmp.path().join("r20.card");
+    // ResNet-20 at twice the width on 32x32 images: three 32x32x32 f32
+    // tensors live in a residual block, 384 KB (the full width fits).
+    card("resnet20", 2.0, "binary", 5).save(&card_path).unwrap();
+    let o = cardc(&[
+        "compile",
+        "--model",
+        path(&card_path),
+        "--target",
+        "cortex-m4",
+        "--out",
+        path(&tmp.path().join("art")),
+    ]);
+    assert_clean_error(&o, "262144");
+    let e = crate::common::stderr(&o);
+    assert!(e.contains("bytes of RAM") && e.contains("arena"), "{e}");
+    assert!(!tmp.path().join("art").join("model.c").exists());
+}
