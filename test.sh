@@ -25,16 +25,19 @@ cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test --all-targets
 
-# Fuzzing (RELIABILITY.md §3). The fuzz corpora and every crash the fuzzers
-# found replay in the suite above on every run. A bounded libFuzzer run of
-# each target is opt-in, because its cold cost (installing cargo-fuzz and an
-# instrumented release build of cardc with tract) is over the CI budget:
+# Fuzzing (RELIABILITY.md §3). On every run, the suite above replays the
+# fuzz corpora and every crash the fuzzers found, and fuzzes each target's
+# entry point for a bounded number of mutated inputs with a deterministic,
+# stable-Rust mutator (tests/suite/fuzz_smoke.rs; ~10 s per target).
+# A bounded libFuzzer run of each target is opt-in, because its cold cost
+# (installing cargo-fuzz and an instrumented release build of cardc with
+# tract) is over the CI budget:
 #   CARDC_FUZZ_SECONDS=60 ./test.sh
 # Only the stable toolchain is assumed: RUSTC_BOOTSTRAP=1 lets cargo-fuzz
 # pass its -Z flags. New inputs go to a scratch corpus, not the committed one.
 if [ "${CARDC_FUZZ_SECONDS:-0}" -gt 0 ]; then
   command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-  for t in card_decode cifar_reader npy_reader onnx_import; do
+  for t in card_decode cifar_reader deck_decode npy_reader onnx_import; do
     scratch=$(mktemp -d)
     RUSTC_BOOTSTRAP=1 cargo fuzz run -s none "$t" "$scratch" "fuzz/corpus/$t" -- \
       -max_total_time="$CARDC_FUZZ_SECONDS" -rss_limit_mb=2048 -timeout=10 -max_len=65536

@@ -104,6 +104,50 @@ fn load_split(spec: &str, split: Split, limit: Option<usize>) -> anyhow::Result<
     })
 }
 
+/// The checks of the evaluation that need no inference, made before the
+/// "evaluating …" line so that a refusal is the only line on stderr: every
+/// model against the clean images, and for a CIFAR-10-C directory the
+/// requested corruptions and severities and its first cell (its image size
+/// and labels stand for the others: one labels file serves every cell).
+fn preflight(
+    evaluees: &[&Evaluee],
+    clean: Option<&Dataset>,
+    c10c: Option<&Cifar10C>,
+    cfg: &SuiteConfig,
+) -> anyhow::Result<()> {
+    if let Some(ds) = clean {
+        for e in evaluees {
+            suite::check_fits(&e.model, &e.name, ds)?;
+        }
+    }
+    let Some(c) = c10c else {
+        return Ok(());
+    };
+    let present = c.corruptions();
+    for name in &cfg.corruptions {
+        anyhow::ensure!(
+            present.iter().any(|p| p == name),
+            "cifar10c:{}: no {name}.npy there",
+            c.dir.display()
+        );
+    }
+    for s in &cfg.severities {
+        anyhow::ensure!(
+            c.severities().contains(s),
+            "cifar10c:{}: severity {s} is not in this directory (it has {:?})",
+            c.dir.display(),
+            c.severities()
+        );
+    }
+    if let (Some(name), Some(&severity)) = (cfg.corruptions.first(), cfg.severities.first()) {
+        let cell = c.cell(name, severity)?;
+        for e in evaluees {
+            suite::check_fits(&e.model, &e.name, &cell)?;
+        }
+    }
+    Ok(())
+}
+
 pub fn run(a: EvalArgs, json: bool) -> anyhow::Result<()> {
     anyhow::ensure!(a.batch >= 1, "--batch must be at least 1");
     let split = match a.split.as_str() {
@@ -211,6 +255,9 @@ pub fn run(a: EvalArgs, json: bool) -> anyhow::Result<()> {
         quiet: false,
     };
     let mut backend = crate::backend::select(&a.backend)?;
+    let mut evaluees = vec![&subject];
+    evaluees.extend(base_subject.as_ref());
+    preflight(&evaluees, clean.as_ref(), c10c.as_ref(), &cfg)?;
     eprintln!(
         "evaluating {} on {} ({} clean images, {} corruption cells, {} attacks)",
         a.model.display(),

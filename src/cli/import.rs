@@ -30,11 +30,13 @@ pub fn run(a: ImportArgs, json: bool) -> anyhow::Result<()> {
         classes: a.classes,
     };
     let imported = import_path(&a.onnx, &opts)?;
+    let card = imported.card;
+    // Saved before the notes are printed: a refused --out stays the only
+    // line on stderr.
+    card.save(&a.out)?;
     for note in &imported.notes {
         eprintln!("note: {note}");
     }
-    let card = imported.card;
-    card.save(&a.out)?;
     let g = &card.model.graph;
     eprintln!(
         "{} -> {}: {} layers, {} parameters, {} classes, input {:?}",

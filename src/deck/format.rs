@@ -6,7 +6,7 @@
 //! one spectrum per card. Changing these types is a format change.
 
 use super::{Deck, DeckProvenance, GateSettings, Member};
-use crate::card::container::{self, Kind, read, write_atomic};
+use crate::card::container::{self, Kind, write_atomic};
 use crate::card::{Card, CardError, Provenance, StoredModel};
 use crate::data::Normalization;
 use serde::{Deserialize, Serialize};
@@ -73,7 +73,20 @@ impl Deck {
     /// [`Card::load`] would check it).
     pub fn load(path: &Path) -> Result<Deck, CardError> {
         let file = container::label(path);
-        let p: DeckPayload = read(path, Kind::Deck)?;
+        let bytes = std::fs::read(path).map_err(|source| CardError::Io {
+            file: file.clone(),
+            action: "cannot read",
+            source,
+        })?;
+        Deck::decode(&file, &bytes)
+    }
+
+    /// Decodes and validates a complete `.deck` image; `file` names it in
+    /// errors. What [`Deck::load`] does after reading the file (and what
+    /// the `deck_decode` fuzz target runs).
+    pub fn decode(file: &str, bytes: &[u8]) -> Result<Deck, CardError> {
+        let file = file.to_string();
+        let p: DeckPayload = container::decode(&file, bytes, Kind::Deck)?;
         let invalid = |message: String| CardError::Invalid {
             file: file.clone(),
             what: "deck",
@@ -98,12 +111,26 @@ impl Deck {
             card.validate()
                 .and_then(|_| card.model.graph.macs().map(|_| ()))
                 .map_err(|e| invalid(format!("{who}: {e}")))?;
+            // Named here, value and place: `validate` would only say that
+            // the signature is not all finite.
+            if let Some(j) = m.signature.iter().position(|v| !v.is_finite()) {
+                return Err(invalid(format!(
+                    "{who}: signature value {j} is {}",
+                    m.signature[j]
+                )));
+            }
             members.push(Member {
                 name: m.name,
                 card,
                 augment: m.augment,
                 signature: m.signature,
             });
+        }
+        if let Some(j) = p.reference.iter().position(|v| !v.is_finite()) {
+            return Err(invalid(format!(
+                "clean reference spectrum value {j} is {}",
+                p.reference[j]
+            )));
         }
         let deck = Deck {
             members,

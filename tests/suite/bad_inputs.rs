@@ -8,8 +8,7 @@
 //! names the file, without a panic and without leaving anything at `--out`.
 //! Bad flags get the same treatment.
 //!
-//! Adding a reader is one entry in [`readers`] (the `.deck` reader joins
-//! when decks land: `reader("deck", "x.deck", deck_bytes, &["info", "{file}"])`).
+//! Adding a reader is one entry in [`readers`].
 
 use crate::common::{cardc, stderr};
 use cardc::data::{Split, generate_synthetic, write_cifar10_bin, write_imagefolder};
@@ -148,6 +147,10 @@ fn run_reader(r: &Reader, root: &Path) -> (usize, usize, Vec<String>) {
             && lines[0].contains(needle)
             && leftovers == 0;
         let accepted = o.status.success() && !c.must_fail;
+        if std::env::var_os("CARDC_MATRIX_VERBOSE").is_some() {
+            // What each case got, for reviewing the messages.
+            eprintln!("{} / {}: {}", r.name, c.label, lines.join(" | "));
+        }
         if !(clean_failure || accepted) || e.contains("panicked") {
             failures.push(format!(
                 "{} / {}: exit {:?}, {leftovers} files at --out, stderr: {e}",
@@ -755,6 +758,250 @@ fn artifact_readers(f: &Fixture) -> Vec<Reader> {
     vec![r, c]
 }
 
+/// A valid deck's payload (the container image without its header).
+fn deck_payload(deck: &cardc::deck::Deck, dir: &Path) -> Vec<u8> {
+    let p = dir.join("payload.deck");
+    deck.save(&p).unwrap();
+    std::fs::read(&p).unwrap()[28..].to_vec()
+}
+
+/// `payload` in a container with a correct header and checksum, so that
+/// only the deck's own checks can refuse it.
+fn deck_file(payload: &[u8]) -> Vec<u8> {
+    cardc::fuzzing::wrap_payload(cardc::card::Kind::Deck, payload)
+}
+
+/// The bytes of `v` (f32, little-endian) inside `bytes`: first or last match.
+fn find_f32(bytes: &[u8], v: f32, last: bool) -> usize {
+    let w = v.to_le_bytes();
+    let mut hits = bytes.windows(4).enumerate().filter(|(_, x)| *x == w);
+    let hit = if last { hits.next_back() } else { hits.next() };
+    hit.expect("value bytes in file").0
+}
+
+/// Decks the `deck` command cannot make: a payload is
+/// `varint(members) ++ members ++ tail` (gate, reference, provenance,
+/// metrics), so members of valid one-card decks are spliced into
+/// inconsistent ones. A member's length is the difference between the
+/// payloads of a two-card and a one-card deck of it.
+fn deck_content_cases(dir: &Path) -> Vec<Case> {
+    use crate::fuzz_smoke::{tiny_card, tiny_deck};
+    use cardc::deck::{GateKind, GateSettings, Metric, Scope};
+    let one = |k| GateSettings {
+        kind: GateKind::Spectral,
+        k,
+        metric: Metric::L1,
+        scope: Scope::Input,
+    };
+    // (member bytes, tail bytes, the one-card deck) of a card.
+    let split = |card: cardc::card::Card| {
+        let d1 = tiny_deck(vec![card.clone()], one(1));
+        let p1 = deck_payload(&d1, dir);
+        let mut d2 = tiny_deck(vec![card.clone(), card], one(1));
+        // Members differ only in their names' last byte and their
+        // signatures' values, so both have the length of the first.
+        d2.members[1].augment = d2.members[0].augment.clone();
+        let p2 = deck_payload(&d2, dir);
+        let len = p2.len() - p1.len();
+        (p1[1..1 + len].to_vec(), p1[1 + len..].to_vec(), d1)
+    };
+    let (a, tail, deck_a) = split(tiny_card([3, 8, 8], 3, 1, "f32"));
+    let (gray, _, _) = split(tiny_card([1, 8, 8], 3, 2, "f32"));
+    let (four, _, _) = split(tiny_card([3, 8, 8], 4, 3, "f32"));
+    let mut renamed = tiny_card([3, 8, 8], 3, 4, "f32");
+    renamed.class_names = vec!["x".into(), "y".into(), "z".into()];
+    let (other_names, _, _) = split(renamed);
+    // Members are named by position, so a second member "m2" differs from
+    // "m1" in its name's last byte; its name is at the start (after the
+    // length byte).
+    let second = |m: &[u8]| {
+        let mut m = m.to_vec();
+        assert_eq!(&m[..3], b"\x02m1");
+        m[2] = b'2';
+        m
+    };
+    let deck = |n: &[u8], members: &[&Vec<u8>], tail: &[u8]| {
+        let mut p = n.to_vec();
+        for m in members {
+            p.extend_from_slice(m);
+        }
+        p.extend_from_slice(tail);
+        deck_file(&p)
+    };
+    // The signature is a member's last field: a length byte (192 < 251,
+    // one byte) and 192 f32s.
+    let sig_at = a.len() - 4 * 192;
+    assert_eq!(a[sig_at - 1], 192);
+    let mut short_sig = a[..a.len() - 4].to_vec();
+    short_sig[sig_at - 1] = 191;
+    let mut nan_sig = a.clone();
+    nan_sig[sig_at + 8..sig_at + 12].copy_from_slice(&f32::NAN.to_le_bytes());
+    let ref_at = find_f32(&tail, deck_a.reference[5], false);
+    let mut inf_ref = tail.clone();
+    inf_ref[ref_at..ref_at + 4].copy_from_slice(&f32::INFINITY.to_le_bytes());
+    let mut k0 = tail.clone();
+    // The tail starts with the gate: kind, k, metric, scope (one byte each).
+    assert_eq!(k0[1], 1);
+    k0[1] = 0;
+    let mut k5 = tail.clone();
+    k5[1] = 5;
+    let mut huge = vec![253u8];
+    huge.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    vec![
+        case("no member cards", deck(&[0], &[], &tail)),
+        case("member count 2^40", deck(&huge, &[&a], &tail)),
+        case(
+            "member count 3 for 2",
+            deck(&[3], &[&a, &second(&a)], &tail),
+        ),
+        case(
+            "member inputs 3x8x8 and 1x8x8",
+            deck(&[2], &[&a, &second(&gray)], &tail),
+        ),
+        case(
+            "member classes 3 and 4",
+            deck(&[2], &[&a, &second(&four)], &tail),
+        ),
+        case(
+            "member class names differ",
+            deck(&[2], &[&a, &second(&other_names)], &tail),
+        ),
+        case("two members named m1", deck(&[2], &[&a, &a], &tail)),
+        case("signature of 191 values", deck(&[1], &[&short_sig], &tail)),
+        case("NaN in a signature", deck(&[1], &[&nan_sig], &tail)),
+        case("infinity in the reference", deck(&[1], &[&a], &inf_ref)),
+        case("gate k 0", deck(&[1], &[&a], &k0)),
+        case("gate k 5 of 1 card", deck(&[1], &[&a], &k5)),
+        case("payload cut after the members", deck(&[1], &[&a], &[])),
+    ]
+}
+
+/// The deck reader, through every command that reads decks: `info`,
+/// `eval --model` and `eval --baseline`.
+fn deck_readers(f: &Fixture) -> Vec<Reader> {
+    // A real deck of two copies of the fixture's card.
+    let second = f.path("tiny2.card");
+    std::fs::copy(&f.card_path, &second).unwrap();
+    let path = f.path("tiny.deck");
+    let o = cardc(&[
+        "deck",
+        "--cards",
+        f.model(),
+        second.to_str().unwrap(),
+        "--data",
+        "synthetic:40",
+        "--limit",
+        "20",
+        "--out",
+        path.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = std::fs::read(&path).unwrap();
+    let deck = cardc::deck::Deck::load(&path).unwrap();
+    let n = v.len() as u64;
+    let w = deck.members[0].card.model.params[1][0].data[0];
+    let (w1, w2) = (find_f32(&v, w, false), find_f32(&v, w, true));
+    assert!(w1 < w2, "the two members' weights");
+    // The cards' signatures are zero (flip-and-crop training); the
+    // reference is not.
+    let reference = find_f32(&v, deck.reference[100], true);
+    let mut specific = vec![
+        case("version 99", patch(&v, 8, &99u32.to_le_bytes())),
+        case("version 0", patch(&v, 8, &0u32.to_le_bytes())),
+        case("kind card", patch(&v, 12, &1u32.to_le_bytes())),
+        case("kind checkpoint", patch(&v, 12, &3u32.to_le_bytes())),
+        case("unknown kind", patch(&v, 12, &77u32.to_le_bytes())),
+        case(
+            "payload length u64::MAX",
+            patch(&v, 16, &u64::MAX.to_le_bytes()),
+        ),
+        case(
+            "payload length 2^40",
+            patch(&v, 16, &(1u64 << 40).to_le_bytes()),
+        ),
+        case(
+            "payload length + 1",
+            patch(&v, 16, &(n - 28 + 1).to_le_bytes()),
+        ),
+        case("payload length 0", patch(&v, 16, &0u64.to_le_bytes())),
+        case("trailing byte", [v.clone(), vec![0]].concat()),
+        case("checksum", patch(&v, 24, &[0, 0, 0, 0])),
+        case(
+            "NaN weight in card 2",
+            with_fixed_crc(patch(&v, w2, &f32::NAN.to_le_bytes())),
+        ),
+        case(
+            "infinite weight in card 1",
+            with_fixed_crc(patch(&v, w1, &f32::NEG_INFINITY.to_le_bytes())),
+        ),
+        case(
+            "NaN in the clean reference",
+            with_fixed_crc(patch(&v, reference, &f32::NAN.to_le_bytes())),
+        ),
+        case(
+            "payload garbage with fixed checksum",
+            with_fixed_crc([v[..28].to_vec(), vec![0xff; v.len() - 28]].concat()),
+        ),
+    ];
+    specific.extend(deck_content_cases(f.dir.path()));
+    let mut info = reader("deck (info)", "x.deck", v.clone(), &["info", "{file}"]);
+    info.flips_must_fail = true;
+    let mut eval = reader(
+        "deck (eval)",
+        "x.deck",
+        v.clone(),
+        &[
+            "eval",
+            "--model",
+            "{file}",
+            "--data",
+            "synthetic:20",
+            "--limit",
+            "4",
+        ],
+    );
+    eval.flips_must_fail = true;
+    let mut baseline = reader(
+        "deck (eval --baseline)",
+        "x.deck",
+        v,
+        &[
+            "eval",
+            "--model",
+            f.model(),
+            "--baseline",
+            "{file}",
+            "--data",
+            "synthetic:20",
+            "--limit",
+            "4",
+        ],
+    );
+    baseline.flips_must_fail = true;
+    let copy = |c: &Case| case(&c.label, c.bytes.clone());
+    eval.specific = specific.iter().map(copy).collect();
+    baseline.specific = specific.iter().map(copy).collect();
+    // A sound deck for other images than the data: refused before the
+    // evaluation starts.
+    let small = crate::fuzz_smoke::tiny_deck(
+        vec![crate::fuzz_smoke::tiny_card([3, 8, 8], 10, 1, "f32")],
+        cardc::deck::GateSettings {
+            kind: cardc::deck::GateKind::Spectral,
+            k: 1,
+            metric: cardc::deck::Metric::L1,
+            scope: cardc::deck::Scope::Input,
+        },
+    );
+    let small = deck_file(&deck_payload(&small, f.dir.path()));
+    eval.specific
+        .push(case("deck for 3x8x8 images on 32x32 data", small.clone()));
+    baseline
+        .specific
+        .push(case("deck for 3x8x8 images on 32x32 data", small));
+    info.specific = specific;
+    vec![info, eval, baseline]
+}
+
 fn readers(f: &Fixture) -> Vec<Reader> {
     let mut all = vec![card_reader(f), onnx_reader(f)];
     all.extend(cifar_readers(f));
@@ -762,6 +1009,7 @@ fn readers(f: &Fixture) -> Vec<Reader> {
     all.push(imagefolder_reader(f));
     all.push(model_desc_reader());
     all.extend(artifact_readers(f));
+    all.extend(deck_readers(f));
     all
 }
 
@@ -1096,114 +1344,6 @@ fn bad_flags_fail_with_one_line_and_no_output() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// The fuzz targets' entry points, by target name.
-type Entry = fn(&[u8]) -> anyhow::Result<()>;
-const ENTRIES: [(&str, Entry); 4] = [
-    ("card_decode", |b| cardc::fuzzing::card(b).map(|_| ())),
-    ("cifar_reader", |b| {
-        cardc::fuzzing::cifar10_batch(b).map(|_| ())
-    }),
-    ("npy_reader", |b| cardc::fuzzing::cifar10c(b).map(|_| ())),
-    ("onnx_import", |b| cardc::fuzzing::onnx(b).map(|_| ())),
-];
-
-/// One random structural mutation of `b` (libFuzzer-style, without the
-/// coverage feedback): bit flips, random bytes, cuts, insertions, copied
-/// chunks and "interesting" integers (0, 1, 2^31, u32::MAX, u64::MAX...)
-/// written over what may be a length field.
-fn mutate(b: &mut Vec<u8>, rng: &mut cardc::rng::Rng) {
-    let n = b.len().max(1);
-    match rng.below(6) {
-        0 if !b.is_empty() => {
-            let i = rng.below(b.len());
-            b[i] ^= 1 << rng.below(8);
-        }
-        1 if !b.is_empty() => {
-            let i = rng.below(b.len());
-            b[i] = rng.below(256) as u8;
-        }
-        2 => b.truncate(rng.below(n)),
-        3 => {
-            let at = rng.below(b.len() + 1);
-            let k = 1 + rng.below(16);
-            let bytes: Vec<u8> = (0..k).map(|_| rng.below(256) as u8).collect();
-            b.splice(at..at, bytes);
-        }
-        4 if b.len() > 8 => {
-            let from = rng.below(b.len() - 8);
-            let len = 1 + rng.below((b.len() - from).min(64));
-            let chunk = b[from..from + len].to_vec();
-            let at = rng.below(b.len());
-            b.splice(at..at, chunk);
-        }
-        _ => {
-            const INTERESTING: [u64; 8] = [
-                0,
-                1,
-                0x7f,
-                0xff,
-                1 << 31,
-                u32::MAX as u64,
-                1 << 40,
-                u64::MAX,
-            ];
-            let v = INTERESTING[rng.below(INTERESTING.len())].to_le_bytes();
-            let w = [1, 2, 4, 8][rng.below(4)];
-            if b.len() >= w {
-                let at = rng.below(b.len() - w + 1);
-                b[at..at + w].copy_from_slice(&v[..w]);
-            }
-        }
-    }
-}
-
-/// A cheap, deterministic stand-in for the fuzzers in every suite run:
-/// `CARDC_MUTATIONS` (default 150) random mutations of each committed seed
-/// per target, 1-4 mutations stacked, drawn from `CARDC_MUTATION_SEED`; a panic fails the test and the input
-/// is kept for a regression case.
-#[test]
-fn mutated_seeds_never_panic() {
-    let per_seed: usize = std::env::var("CARDC_MUTATIONS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(150);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    let seed = std::env::var("CARDC_MUTATION_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed);
-    let mut rng = cardc::rng::Rng::new(seed);
-    let mut tried = 0usize;
-    for (name, entry) in ENTRIES {
-        let mut seeds: Vec<PathBuf> = std::fs::read_dir(root.join(name))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        seeds.sort();
-        for seed in seeds {
-            let valid = std::fs::read(&seed).unwrap();
-            for _ in 0..per_seed {
-                let mut b = valid.clone();
-                for _ in 0..1 + rng.below(4) {
-                    mutate(&mut b, &mut rng);
-                }
-                let r = std::panic::catch_unwind(|| entry(&b));
-                tried += 1;
-                if r.is_err() {
-                    let keep = std::env::temp_dir().join(format!("cardc-{name}-crash-{tried}"));
-                    std::fs::write(&keep, &b).unwrap();
-                    panic!(
-                        "{name}: panic on a mutation of {}, kept as {}",
-                        seed.display(),
-                        keep.display()
-                    );
-                }
-            }
-        }
-    }
-    eprintln!("{tried} mutated inputs, no panic");
-}
-
 /// Every input of the fuzz corpora (`fuzz/corpus/<target>/`) and every crash
 /// the fuzzers found (`fuzz/regressions/<target>/`, kept after the fix) runs
 /// through the same entry points as the fuzz targets, here in the normal
@@ -1211,7 +1351,7 @@ fn mutated_seeds_never_panic() {
 /// must be accepted.
 #[test]
 fn fuzz_corpora_and_found_crashes_replay_cleanly() {
-    let targets = ENTRIES;
+    let targets = cardc::fuzzing::TARGETS;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     for (name, entry) in targets {
         let mut replayed = 0;

@@ -14,6 +14,7 @@ mod cpu_gradcheck;
 mod data;
 mod deck;
 mod demo;
+mod fuzz_smoke;
 mod interrupt;
 mod ir;
 mod onnx;

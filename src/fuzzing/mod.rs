@@ -8,14 +8,31 @@
 //! exercised through real files in a per-process scratch directory so that
 //! their path handling, seeks and size checks are what gets fuzzed.
 
+pub mod mutate;
+
 use crate::card::container::HEADER_LEN;
 use crate::card::{Card, FORMAT_VERSION, Kind, MAGIC};
 use crate::data::cifar10c::{Cifar10C, MANIFEST};
 use crate::data::{Dataset, Split, load_cifar10};
+use crate::deck::Deck;
 use crate::onnx::{ImportOptions, import_proto};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// An entry point as the fuzzers and the suite call it.
+pub type Entry = fn(&[u8]) -> anyhow::Result<()>;
+
+/// Every fuzz target (`fuzz/fuzz_targets/<name>.rs`, corpus in
+/// `fuzz/corpus/<name>/`) and its entry point, for the suite's corpus
+/// replay and the mutation smoke run ([`mutate`]).
+pub const TARGETS: [(&str, Entry); 5] = [
+    ("card_decode", |b| card(b).map(|_| ())),
+    ("cifar_reader", |b| cifar10_batch(b).map(|_| ())),
+    ("deck_decode", |b| deck(b).map(|_| ())),
+    ("npy_reader", |b| cifar10c(b).map(|_| ())),
+    ("onnx_import", |b| onnx(b).map(|_| ())),
+];
 
 /// A `.card` file: container, payload, stored weights, validation, and the
 /// `cardc info` summary of what decoded.
@@ -37,6 +54,26 @@ pub fn card(bytes: &[u8]) -> anyhow::Result<Card> {
     let card = Card::decode("fuzz.card", bytes)?;
     let _ = crate::card::summary_text(&card);
     Ok(card)
+}
+
+/// A `.deck` file: container, payload, every member card (stored weights,
+/// validation), the deck's consistency checks, and the `cardc info`
+/// summary of what decoded (spectral band means over the signatures).
+///
+/// As for [`card`], an input that starts with `P` is a bare payload wrapped
+/// in a valid header, so that mutations get past the checksum.
+pub fn deck(bytes: &[u8]) -> anyhow::Result<Deck> {
+    let wrapped;
+    let bytes = match bytes.split_first() {
+        Some((b'P', payload)) => {
+            wrapped = wrap_payload(Kind::Deck, payload);
+            &wrapped[..]
+        }
+        _ => bytes,
+    };
+    let deck = Deck::decode("fuzz.deck", bytes)?;
+    let _ = crate::deck::info::summary_text(&deck);
+    Ok(deck)
 }
 
 /// A container image of `kind` around `payload`, header fields correct.
