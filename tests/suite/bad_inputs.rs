@@ -964,7 +964,7 @@ fn deck_readers(f: &Fixture) -> Vec<Reader> {
     let mut baseline = reader(
         "deck (eval --baseline)",
         "x.deck",
-        v,
+        v.clone(),
         &[
             "eval",
             "--model",
@@ -978,9 +978,19 @@ fn deck_readers(f: &Fixture) -> Vec<Reader> {
         ],
     );
     baseline.flips_must_fail = true;
+    let mut compile = reader(
+        "deck (compile)",
+        "x.deck",
+        v,
+        &[
+            "compile", "--model", "{file}", "--target", "host", "--out", "{out}",
+        ],
+    );
+    compile.flips_must_fail = true;
     let copy = |c: &Case| case(&c.label, c.bytes.clone());
     eval.specific = specific.iter().map(copy).collect();
     baseline.specific = specific.iter().map(copy).collect();
+    compile.specific = specific.iter().map(copy).collect();
     // A sound deck for other images than the data: refused before the
     // evaluation starts.
     let small = crate::fuzz_smoke::tiny_deck(
@@ -999,7 +1009,7 @@ fn deck_readers(f: &Fixture) -> Vec<Reader> {
         .specific
         .push(case("deck for 3x8x8 images on 32x32 data", small));
     info.specific = specific;
-    vec![info, eval, baseline]
+    vec![info, eval, baseline, compile]
 }
 
 fn readers(f: &Fixture) -> Vec<Reader> {
