@@ -89,6 +89,16 @@ fn emit_layer(out: &mut String, id: usize, l: &MatLayer, in_padded: bool, to: Op
         );
         fields.push(format!(".koff = {p}_koff"));
     };
+    let position_offsets = |out: &mut String, fields: &mut Vec<String>| {
+        array(
+            out,
+            "int32_t",
+            &format!("{p}_poff"),
+            &layout::position_offsets(g),
+            |o| format!("{o}"),
+        );
+        fields.push(format!(".poff = {p}_poff"));
+    };
     let format = match &l.packed.packed {
         Packed::F32(w) => {
             dense_offsets(out, &mut fields);
@@ -161,15 +171,9 @@ fn emit_layer(out: &mut String, id: usize, l: &MatLayer, in_padded: bool, to: Op
             // One word of padding: the decoder reads 32-bit windows.
             let words: Vec<u32> = stream.words.iter().copied().chain([0]).collect();
             array(out, "uint32_t", &format!("{p}_rice"), &words, hex);
-            array(
-                out,
-                "int32_t",
-                &format!("{p}_poff"),
-                &layout::position_offsets(g),
-                |o| format!("{o}"),
-            );
+            position_offsets(out, &mut fields);
             fields.push(format!(
-                ".rice = {p}_rice, .rice_k = {}, .rice_counts = rice_counts, .rice_off = rice_off, .poff = {p}_poff",
+                ".rice = {p}_rice, .rice_k = {}, .rice_counts = rice_counts, .rice_off = rice_off",
                 stream.k
             ));
             "CARDC_BINARY_RICE"
@@ -182,14 +186,7 @@ fn emit_layer(out: &mut String, id: usize, l: &MatLayer, in_padded: bool, to: Op
                 array(out, "uint32_t", &format!("{p}_mask"), m, hex);
                 fields.push(format!(".bin_mask = {p}_mask"));
             }
-            array(
-                out,
-                "int32_t",
-                &format!("{p}_poff"),
-                &layout::position_offsets(g),
-                |o| format!("{o}"),
-            );
-            fields.push(format!(".poff = {p}_poff"));
+            position_offsets(out, &mut fields);
             "CARDC_BINARY"
         }
     };

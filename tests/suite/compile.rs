@@ -126,7 +126,7 @@ fn every_op_graph() -> Graph {
 /// A model with random BN statistics and weights in `state`: "dense",
 /// "masked" (≈75% zeros, one row fully masked, one row fully kept) or
 /// "binary" (≈70% kept, one row fully masked).
-fn model_for(graph: Graph, state: &str, seed: u64) -> Model {
+pub fn model_for(graph: Graph, state: &str, seed: u64) -> Model {
     let mut m = Model::init(graph, seed).unwrap();
     let mut r = Rng::new(seed + 1);
     for ts in &mut m.params {
@@ -167,7 +167,7 @@ fn model_for(graph: Graph, state: &str, seed: u64) -> Model {
     m
 }
 
-fn card_of(model: Model) -> Card {
+pub fn card_of(model: Model) -> Card {
     let [c, _, _] = model.graph.input_shape();
     let classes = model.graph.classes();
     let norm = Normalization {

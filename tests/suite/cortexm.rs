@@ -7,10 +7,7 @@
 use crate::common::{assert_clean_error, cardc, cardc_json};
 use cardc::card::Card;
 use cardc::compile::target;
-use cardc::data::Normalization;
 use cardc::ir::models::{BuildOptions, build};
-use cardc::model::{Model, WeightState};
-use cardc::rng::Rng;
 use std::path::Path;
 
 /// Whether `name`'s compiler and QEMU are here; prints why not.
@@ -25,8 +22,8 @@ fn tools_present(name: &str) -> bool {
     missing.is_empty()
 }
 
-/// A card of `arch` at `width` with random weights in `state`: "dense",
-/// "masked" (≈80% zeros) or "binary" (≈70% kept).
+/// A card of `arch` at `width` with random weights and BatchNorm
+/// statistics in `state` (see `compile::model_for`).
 fn card(arch: &str, width: f32, state: &str, seed: u64) -> Card {
     let g = build(
         arch,
@@ -36,28 +33,7 @@ fn card(arch: &str, width: f32, state: &str, seed: u64) -> Card {
         },
     )
     .unwrap();
-    let mut m = Model::init(g, seed).unwrap();
-    let mut r = Rng::new(seed + 1);
-    for (i, k) in m.prunable() {
-        let t = &mut m.params[i][k];
-        let keep = if state == "binary" { 0.7 } else { 0.2 };
-        let mask: Vec<bool> = (0..t.data.len()).map(|_| r.uniform() < keep).collect();
-        t.state = match state {
-            "masked" => WeightState::Masked { mask },
-            "binary" => WeightState::Binary {
-                mask,
-                alpha: r.range(0.05, 0.3),
-            },
-            _ => WeightState::Dense,
-        };
-        t.apply_mask();
-    }
-    let classes = m.graph.classes();
-    let norm = Normalization {
-        mean: vec![0.45, 0.5, 0.55],
-        std: vec![0.22, 0.25, 0.28],
-    };
-    Card::new(m, norm, (0..classes).map(|i| format!("c{i}")).collect())
+    crate::compile::card_of(crate::compile::model_for(g, state, seed))
 }
 
 fn path(p: &Path) -> &str {
