@@ -221,15 +221,16 @@ CARDC_DENSE(dense_f16, uint16_t, LOAD_F16)
 CARDC_DENSE(dense_i8, int8_t, LOAD_I8)
 
 /* Sparse: per output channel, its nonzero values times the inputs at
- * their offsets, for SPARSE_V pixel vectors at once. */
-#define CARDC_SPARSE_ROWS(OFF)                                                   \
+ * their offsets, for SPARSE_V pixel vectors at once. NNZ is the per-channel
+ * count, OFF(j) and W(j) the offset and value of entry j. */
+#define CARDC_SPARSE_ROWS(NNZ, OFF, W)                                           \
   for (o = 0; o < L->oc; o++) {                                                  \
-    uint32_t c, cnt = L->sp_nnz[o];                                              \
+    uint32_t c, cnt = NNZ[o];                                                    \
     v8 acc[SPARSE_V];                                                            \
     for (v = 0; v < SPARSE_V; v++) acc[v] = v8_zero();                           \
     for (c = 0; c < cnt; c++, j++) {                                             \
-      size_t off = OFF[j];                                                       \
-      float w = L->sp_val[j];                                                    \
+      size_t off = OFF(j);                                                       \
+      float w = W(j);                                                            \
       for (v = 0; v < SPARSE_V; v++) acc[v] = v8_fma(acc[v], v8_load(xb[v] + off), w); \
     }                                                                            \
     for (v = 0; v < SPARSE_V; v++)                                               \
@@ -237,6 +238,15 @@ CARDC_DENSE(dense_i8, int8_t, LOAD_I8)
                   L->mult ? L->mult[o] : 1.0f, L->bias[o], L->act);              \
   }
 
+#define SP_OFF16(j) L->off16[j]
+#define SP_OFF32(j) L->off32[j]
+#define SP_VAL(j) L->sp_val[j]
+/* A decoded Rice layer: offsets with the sign in bit 31, values +-1. */
+#define RICE_OFF(j) (L->rice_off[j] & 0x7fffffffu)
+#define RICE_SIGN(j) ((L->rice_off[j] >> 31) ? -1.0f : 1.0f)
+
+/* Sparse layers, and Rice-coded binary layers once decoded (rice_decode):
+ * the same kernel with +-1 values taken from the offsets' sign bits. */
 static void sparse(const cardc_layer *L, const float *s, float *out) {
   int32_t nvx = (L->ow + 7) / 8, nvec = L->oh * nvx, t0, o, v;
   size_t plane = (size_t)L->out_plane;
@@ -246,10 +256,12 @@ static void sparse(const cardc_layer *L, const float *s, float *out) {
     size_t j = 0;
     tile_setup(L, t0, nvec, SPARSE_V, base, dst, lanes);
     for (v = 0; v < SPARSE_V; v++) xb[v] = s + base[v];
-    if (L->off16) {
-      CARDC_SPARSE_ROWS(L->off16)
+    if (L->format == CARDC_BINARY_RICE) {
+      CARDC_SPARSE_ROWS(L->rice_counts, RICE_OFF, RICE_SIGN)
+    } else if (L->off16) {
+      CARDC_SPARSE_ROWS(L->sp_nnz, SP_OFF16, SP_VAL)
     } else {
-      CARDC_SPARSE_ROWS(L->off32)
+      CARDC_SPARSE_ROWS(L->sp_nnz, SP_OFF32, SP_VAL)
     }
   }
 }
@@ -299,14 +311,14 @@ static void binary(const cardc_layer *L, const float *s, float *out) {
  * inputs under kept +1 signs, then those under kept -1 signs. */
 #define CARDC_BINARY_ROWS(OFF)                                                   \
   for (o = 0; o < L->oc; o++) {                                                  \
-    uint32_t c, np = npos[o], nn = nneg[o];                                      \
+    uint32_t c, npos = L->bin_npos[o], nneg = L->bin_nneg[o];                    \
     v8 acc[SPARSE_V];                                                            \
     for (v = 0; v < SPARSE_V; v++) acc[v] = v8_zero();                           \
-    for (c = 0; c < np; c++, j++) {                                              \
+    for (c = 0; c < npos; c++, j++) {                                            \
       size_t off = OFF[j];                                                       \
       for (v = 0; v < SPARSE_V; v++) acc[v] = v8_add(acc[v], v8_load(xb[v] + off)); \
     }                                                                            \
-    for (c = 0; c < nn; c++, j++) {                                              \
+    for (c = 0; c < nneg; c++, j++) {                                            \
       size_t off = OFF[j];                                                       \
       for (v = 0; v < SPARSE_V; v++) acc[v] = v8_sub(acc[v], v8_load(xb[v] + off)); \
     }                                                                            \
@@ -315,8 +327,7 @@ static void binary(const cardc_layer *L, const float *s, float *out) {
                   L->mult[o], L->bias[o], L->act);                               \
   }
 
-static void lists(const cardc_layer *L, const uint32_t *npos, const uint32_t *nneg,
-                  const uint16_t *off16, const uint32_t *off32, const float *s, float *out) {
+static void binary_lists(const cardc_layer *L, const float *s, float *out) {
   int32_t nvx = (L->ow + 7) / 8, nvec = L->oh * nvx, t0, o, v;
   size_t plane = (size_t)L->out_plane;
   for (t0 = 0; t0 < nvec; t0 += SPARSE_V) {
@@ -325,10 +336,10 @@ static void lists(const cardc_layer *L, const uint32_t *npos, const uint32_t *nn
     size_t j = 0;
     tile_setup(L, t0, nvec, SPARSE_V, base, dst, lanes);
     for (v = 0; v < SPARSE_V; v++) xb[v] = s + base[v];
-    if (off16) {
-      CARDC_BINARY_ROWS(off16)
+    if (L->off16) {
+      CARDC_BINARY_ROWS(L->off16)
     } else {
-      CARDC_BINARY_ROWS(off32)
+      CARDC_BINARY_ROWS(L->off32)
     }
   }
 }
@@ -339,8 +350,9 @@ static uint32_t rice_bit(const uint32_t *w, uint32_t *at) {
   return b;
 }
 
-/* One Rice code (parameter k) from bit `at` on, and (`with_sign`) the sign
- * bit after it, returned in *neg. The stream ends with a word of padding,
+/* One Rice code (parameter k) from bit `at` on; *neg receives the bit after
+ * it without consuming it (a kept weight's sign; nothing after a row's
+ * terminating gap). The stream ends with a word of padding,
  * so the 32-bit window can always read two words; codes that do not fit
  * the window are read bit by bit. */
 static uint32_t rice_code(const uint32_t *w, uint32_t *at, uint32_t k, uint32_t *neg) {
@@ -392,35 +404,6 @@ static void rice_decode(const cardc_layer *L) {
   }
 }
 
-/* Signed offset lists (decoded Rice layers): per output channel, each kept
- * input times +1 or -1 (bit 31 of its offset). */
-static void signed_lists(const cardc_layer *L, const uint32_t *count, const uint32_t *offs,
-                         const float *s, float *out) {
-  int32_t nvx = (L->ow + 7) / 8, nvec = L->oh * nvx, t0, o, v;
-  size_t plane = (size_t)L->out_plane;
-  for (t0 = 0; t0 < nvec; t0 += SPARSE_V) {
-    int32_t base[SPARSE_V], dst[SPARSE_V], lanes[SPARSE_V];
-    const float *xb[SPARSE_V];
-    size_t j = 0;
-    tile_setup(L, t0, nvec, SPARSE_V, base, dst, lanes);
-    for (v = 0; v < SPARSE_V; v++) xb[v] = s + base[v];
-    for (o = 0; o < L->oc; o++) {
-      uint32_t c;
-      v8 acc[SPARSE_V];
-      for (v = 0; v < SPARSE_V; v++) acc[v] = v8_zero();
-      for (c = 0; c < count[o]; c++, j++) {
-        const uint32_t e = offs[j];
-        const size_t off = e & 0x7fffffffu;
-        const float sign = (e >> 31) ? -1.0f : 1.0f;
-        for (v = 0; v < SPARSE_V; v++) acc[v] = v8_fma(acc[v], v8_load(xb[v] + off), sign);
-      }
-      for (v = 0; v < SPARSE_V; v++)
-        store_lanes(out + (size_t)o * plane + (size_t)dst[v], acc[v], lanes[v], L->mult[o],
-                    L->bias[o], L->act);
-    }
-  }
-}
-
 /* Zeroes the borders of a handed-off output (the interior is written by
  * the kernel): rows above and below the image, columns left and right. */
 static void zero_borders(const cardc_layer *L, float *out) {
@@ -465,10 +448,10 @@ void cardc_mat(const cardc_layer *L, const float *in, float *out, float *scratch
       break;
     case CARDC_BINARY_RICE:
       rice_decode(L);
-      signed_lists(L, L->rice_counts, L->rice_off, s, out);
+      sparse(L, s, out);
       break;
     default:
-      lists(L, L->bin_npos, L->bin_nneg, L->off16, L->off32, s, out);
+      binary_lists(L, s, out);
       break;
   }
 }
