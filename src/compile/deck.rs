@@ -93,7 +93,15 @@ pub fn compile_deck(deck: &Deck, opts: &Options, out: &Path) -> anyhow::Result<R
             .with_context(|| format!("deck card '{}'", m.name))?;
         planned.push(p);
     }
-    let report = deck_report(deck, &planned, &target.name, gate_flash, gate_ram);
+    // Floats of the shared arena and padded-input buffers A and B: the
+    // largest member's.
+    let shared = [
+        planned.iter().map(|p| p.plan.arena_bytes / 4).max(),
+        planned.iter().map(|p| p.bufs.floats[0]).max(),
+        planned.iter().map(|p| p.bufs.floats[1]).max(),
+    ]
+    .map(|v| v.unwrap_or(0));
+    let report = deck_report(deck, &planned, &target.name, shared, gate_flash, gate_ram);
     check_ram(opts.max_ram, &target, &report, "the deck")?;
     let mut files = Vec::new();
     for (i, (p, r)) in planned
@@ -113,14 +121,11 @@ pub fn compile_deck(deck: &Deck, opts: &Options, out: &Path) -> anyhow::Result<R
             files.push((name.to_string(), text.to_string()));
         }
     }
-    let buffers = [
-        planned.iter().map(|p| p.plan.arena_bytes / 4).max(),
-        planned.iter().map(|p| p.bufs.floats[0]).max(),
-        planned.iter().map(|p| p.bufs.floats[1]).max(),
-    ]
-    .map(|v| v.unwrap_or(0).max(1));
     files.push(("model.h".into(), deck_header(deck, &report)));
-    files.push(("model.c".into(), deck_model_c(deck, buffers)));
+    files.push((
+        "model.c".into(),
+        deck_model_c(deck, shared.map(|f| f.max(1))),
+    ));
     files.push((
         "Makefile".into(),
         emit_c::makefile(&target, &report.sources),
@@ -140,6 +145,7 @@ fn deck_report(
     deck: &Deck,
     planned: &[Planned],
     target: &str,
+    shared: [usize; 3],
     gate_flash: u64,
     gate_ram: u64,
 ) -> Report {
@@ -159,7 +165,7 @@ fn deck_report(
         })
         .collect();
     let max = |f: &dyn Fn(&Planned) -> u64| planned.iter().map(f).max().unwrap_or(0);
-    let arena = max(&|p| p.report.arena_bytes);
+    let arena = 4 * shared[0] as u64;
     // The padded-input buffers are shared; each member keeps its own Rice
     // decode buffers (if any).
     let padded = |p: &Planned| 4 * (p.bufs.floats[0] + p.bufs.floats[1]) as u64;
@@ -167,8 +173,7 @@ fn deck_report(
         .iter()
         .map(|p| p.report.scratch_bytes - padded(p))
         .sum();
-    let scratch =
-        max(&|p| 4 * p.bufs.floats[0] as u64) + max(&|p| 4 * p.bufs.floats[1] as u64) + own;
+    let scratch = 4 * (shared[1] + shared[2]) as u64 + own;
     let spectral = deck.gate.kind == GateKind::Spectral;
     let mut sources: Vec<String> = members.iter().map(|m| m.source.clone()).collect();
     if spectral {
