@@ -281,14 +281,20 @@ pub fn read_header(path: &Path) -> Result<Header, CardError> {
     parse_header(&file, &buf)
 }
 
-/// Reads a container of the given kind from `path`.
-pub fn read<T: DeserializeOwned>(path: &Path, kind: Kind) -> Result<T, CardError> {
+/// The whole content of `path` and its label for errors.
+pub fn read_file(path: &Path) -> Result<(String, Vec<u8>), CardError> {
     let file = label(path);
     let bytes = fs::read(path).map_err(|source| CardError::Io {
         file: file.clone(),
         action: "cannot read",
         source,
     })?;
+    Ok((file, bytes))
+}
+
+/// Reads a container of the given kind from `path`.
+pub fn read<T: DeserializeOwned>(path: &Path, kind: Kind) -> Result<T, CardError> {
+    let (file, bytes) = read_file(path)?;
     decode(&file, &bytes, kind)
 }
 

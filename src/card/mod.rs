@@ -201,12 +201,7 @@ impl Card {
 
     /// Reads and validates a card.
     pub fn load(path: &Path) -> Result<Card, CardError> {
-        let file = container::label(path);
-        let bytes = std::fs::read(path).map_err(|source| CardError::Io {
-            file: file.clone(),
-            action: "cannot read",
-            source,
-        })?;
+        let (file, bytes) = container::read_file(path)?;
         Card::decode(&file, &bytes)
     }
 

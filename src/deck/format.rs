@@ -72,12 +72,7 @@ impl Deck {
     /// Reads and validates a deck (every member card as
     /// [`Card::load`] would check it).
     pub fn load(path: &Path) -> Result<Deck, CardError> {
-        let file = container::label(path);
-        let bytes = std::fs::read(path).map_err(|source| CardError::Io {
-            file: file.clone(),
-            action: "cannot read",
-            source,
-        })?;
+        let (file, bytes) = container::read_file(path)?;
         Deck::decode(&file, &bytes)
     }
 
