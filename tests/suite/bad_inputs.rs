@@ -43,6 +43,37 @@ struct Reader {
     specific: Vec<Case>,
 }
 
+/// Damage to the 28-byte container header every cardc file shares (magic,
+/// version, kind, payload length, checksum) and to its payload: versions 99
+/// and 0, `other_kind` (label, code), checkpoint and unknown kinds, payload
+/// lengths u64::MAX, +1 and 0, a trailing byte, a zeroed checksum and a
+/// garbage payload under a fixed checksum.
+fn container_cases(v: &[u8], other_kind: (&str, u32)) -> Vec<Case> {
+    let n = v.len() as u64;
+    vec![
+        case("version 99", patch(v, 8, &99u32.to_le_bytes())),
+        case("version 0", patch(v, 8, &0u32.to_le_bytes())),
+        case(other_kind.0, patch(v, 12, &other_kind.1.to_le_bytes())),
+        case("kind checkpoint", patch(v, 12, &3u32.to_le_bytes())),
+        case("unknown kind", patch(v, 12, &77u32.to_le_bytes())),
+        case(
+            "payload length u64::MAX",
+            patch(v, 16, &u64::MAX.to_le_bytes()),
+        ),
+        case(
+            "payload length + 1",
+            patch(v, 16, &(n - 28 + 1).to_le_bytes()),
+        ),
+        case("payload length 0", patch(v, 16, &0u64.to_le_bytes())),
+        case("trailing byte", [v.to_vec(), vec![0]].concat()),
+        case("checksum", patch(v, 24, &[0, 0, 0, 0])),
+        case(
+            "payload garbage with fixed checksum",
+            with_fixed_crc([v[..28].to_vec(), vec![0xff; v.len() - 28]].concat()),
+        ),
+    ]
+}
+
 fn reader(name: &'static str, file: &str, valid: Vec<u8>, args: &[&str]) -> Reader {
     Reader {
         name,
@@ -266,24 +297,8 @@ fn card_reader(f: &Fixture) -> Reader {
         .windows(4)
         .position(|x| x == w)
         .expect("weight bytes in file");
-    let n = v.len() as u64;
-    r.specific = vec![
-        case("version 99", patch(&v, 8, &99u32.to_le_bytes())),
-        case("version 0", patch(&v, 8, &0u32.to_le_bytes())),
-        case("kind deck", patch(&v, 12, &2u32.to_le_bytes())),
-        case("kind checkpoint", patch(&v, 12, &3u32.to_le_bytes())),
-        case("unknown kind", patch(&v, 12, &77u32.to_le_bytes())),
-        case(
-            "payload length u64::MAX",
-            patch(&v, 16, &u64::MAX.to_le_bytes()),
-        ),
-        case(
-            "payload length + 1",
-            patch(&v, 16, &(n - 28 + 1).to_le_bytes()),
-        ),
-        case("payload length 0", patch(&v, 16, &0u64.to_le_bytes())),
-        case("trailing byte", [v.clone(), vec![0]].concat()),
-        case("checksum", patch(&v, 24, &[0, 0, 0, 0])),
+    r.specific = container_cases(&v, ("kind deck", 2));
+    r.specific.extend([
         case(
             "NaN weight",
             with_fixed_crc(patch(&v, at, &f32::NAN.to_le_bytes())),
@@ -292,11 +307,7 @@ fn card_reader(f: &Fixture) -> Reader {
             "infinite weight",
             with_fixed_crc(patch(&v, at, &f32::INFINITY.to_le_bytes())),
         ),
-        case(
-            "payload garbage with fixed checksum",
-            with_fixed_crc([v[..28].to_vec(), vec![0xff; v.len() - 28]].concat()),
-        ),
-    ];
+    ]);
     r
 }
 
@@ -898,34 +909,18 @@ fn deck_readers(f: &Fixture) -> Vec<Reader> {
     assert!(o.status.success(), "{}", stderr(&o));
     let v = std::fs::read(&path).unwrap();
     let deck = cardc::deck::Deck::load(&path).unwrap();
-    let n = v.len() as u64;
     let w = deck.members[0].card.model.params[1][0].data[0];
     let (w1, w2) = (find_f32(&v, w, false), find_f32(&v, w, true));
     assert!(w1 < w2, "the two members' weights");
     // The cards' signatures are zero (flip-and-crop training); the
     // reference is not.
     let reference = find_f32(&v, deck.reference[100], true);
-    let mut specific = vec![
-        case("version 99", patch(&v, 8, &99u32.to_le_bytes())),
-        case("version 0", patch(&v, 8, &0u32.to_le_bytes())),
-        case("kind card", patch(&v, 12, &1u32.to_le_bytes())),
-        case("kind checkpoint", patch(&v, 12, &3u32.to_le_bytes())),
-        case("unknown kind", patch(&v, 12, &77u32.to_le_bytes())),
-        case(
-            "payload length u64::MAX",
-            patch(&v, 16, &u64::MAX.to_le_bytes()),
-        ),
+    let mut specific = container_cases(&v, ("kind card", 1));
+    specific.extend([
         case(
             "payload length 2^40",
             patch(&v, 16, &(1u64 << 40).to_le_bytes()),
         ),
-        case(
-            "payload length + 1",
-            patch(&v, 16, &(n - 28 + 1).to_le_bytes()),
-        ),
-        case("payload length 0", patch(&v, 16, &0u64.to_le_bytes())),
-        case("trailing byte", [v.clone(), vec![0]].concat()),
-        case("checksum", patch(&v, 24, &[0, 0, 0, 0])),
         case(
             "NaN weight in card 2",
             with_fixed_crc(patch(&v, w2, &f32::NAN.to_le_bytes())),
@@ -938,11 +933,7 @@ fn deck_readers(f: &Fixture) -> Vec<Reader> {
             "NaN in the clean reference",
             with_fixed_crc(patch(&v, reference, &f32::NAN.to_le_bytes())),
         ),
-        case(
-            "payload garbage with fixed checksum",
-            with_fixed_crc([v[..28].to_vec(), vec![0xff; v.len() - 28]].concat()),
-        ),
-    ];
+    ]);
     specific.extend(deck_content_cases(f.dir.path()));
     let mut info = reader("deck (info)", "x.deck", v.clone(), &["info", "{file}"]);
     info.flips_must_fail = true;
