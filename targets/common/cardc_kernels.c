@@ -245,9 +245,32 @@ CARDC_DENSE(dense_i8, int8_t, LOAD_I8)
 #define RICE_OFF(j) (L->rice_off[j] & 0x7fffffffu)
 #define RICE_SIGN(j) ((L->rice_off[j] >> 31) ? -1.0f : 1.0f)
 
-/* Sparse layers, and Rice-coded binary layers once decoded (rice_decode):
- * the same kernel with +-1 values taken from the offsets' sign bits. */
-static void sparse(const cardc_layer *L, const float *s, float *out) {
+/* Binary as offset lists (sparse binary layers): per output channel the
+ * inputs under kept +1 signs, then those under kept -1 signs; OFF(j) is
+ * entry j's offset. */
+#define CARDC_BINARY_ROWS(OFF)                                                   \
+  for (o = 0; o < L->oc; o++) {                                                  \
+    uint32_t c, npos = L->bin_npos[o], nneg = L->bin_nneg[o];                    \
+    v8 acc[SPARSE_V];                                                            \
+    for (v = 0; v < SPARSE_V; v++) acc[v] = v8_zero();                           \
+    for (c = 0; c < npos; c++, j++) {                                            \
+      size_t off = OFF(j);                                                       \
+      for (v = 0; v < SPARSE_V; v++) acc[v] = v8_add(acc[v], v8_load(xb[v] + off)); \
+    }                                                                            \
+    for (c = 0; c < nneg; c++, j++) {                                            \
+      size_t off = OFF(j);                                                       \
+      for (v = 0; v < SPARSE_V; v++) acc[v] = v8_sub(acc[v], v8_load(xb[v] + off)); \
+    }                                                                            \
+    for (v = 0; v < SPARSE_V; v++)                                               \
+      store_lanes(out + (size_t)o * plane + (size_t)dst[v], acc[v], lanes[v],    \
+                  L->mult[o], L->bias[o], L->act);                               \
+  }
+
+/* The kernels that walk per-channel offset lists: sparse layers, binary
+ * layers stored as lists, and Rice-coded binary layers once decoded
+ * (rice_decode; the sparse rows with +-1 values from the offsets' sign
+ * bits). */
+static void lists(const cardc_layer *L, const float *s, float *out) {
   int32_t nvx = (L->ow + 7) / 8, nvec = L->oh * nvx, t0, o, v;
   size_t plane = (size_t)L->out_plane;
   for (t0 = 0; t0 < nvec; t0 += SPARSE_V) {
@@ -258,6 +281,12 @@ static void sparse(const cardc_layer *L, const float *s, float *out) {
     for (v = 0; v < SPARSE_V; v++) xb[v] = s + base[v];
     if (L->format == CARDC_BINARY_RICE) {
       CARDC_SPARSE_ROWS(L->rice_counts, RICE_OFF, RICE_SIGN)
+    } else if (L->format == CARDC_BINARY_LISTS) {
+      if (L->off16) {
+        CARDC_BINARY_ROWS(SP_OFF16)
+      } else {
+        CARDC_BINARY_ROWS(SP_OFF32)
+      }
     } else if (L->off16) {
       CARDC_SPARSE_ROWS(L->sp_nnz, SP_OFF16, SP_VAL)
     } else {
@@ -303,43 +332,6 @@ static void binary(const cardc_layer *L, const float *s, float *out) {
       for (v = 0; v < SPARSE_V; v++)
         store_lanes(out + (size_t)o * plane + (size_t)dst[v], acc[v], lanes[v], L->mult[o],
                     L->bias[o], L->act);
-    }
-  }
-}
-
-/* Binary as offset lists (sparse binary layers): per output channel the
- * inputs under kept +1 signs, then those under kept -1 signs. */
-#define CARDC_BINARY_ROWS(OFF)                                                   \
-  for (o = 0; o < L->oc; o++) {                                                  \
-    uint32_t c, npos = L->bin_npos[o], nneg = L->bin_nneg[o];                    \
-    v8 acc[SPARSE_V];                                                            \
-    for (v = 0; v < SPARSE_V; v++) acc[v] = v8_zero();                           \
-    for (c = 0; c < npos; c++, j++) {                                            \
-      size_t off = OFF[j];                                                       \
-      for (v = 0; v < SPARSE_V; v++) acc[v] = v8_add(acc[v], v8_load(xb[v] + off)); \
-    }                                                                            \
-    for (c = 0; c < nneg; c++, j++) {                                            \
-      size_t off = OFF[j];                                                       \
-      for (v = 0; v < SPARSE_V; v++) acc[v] = v8_sub(acc[v], v8_load(xb[v] + off)); \
-    }                                                                            \
-    for (v = 0; v < SPARSE_V; v++)                                               \
-      store_lanes(out + (size_t)o * plane + (size_t)dst[v], acc[v], lanes[v],    \
-                  L->mult[o], L->bias[o], L->act);                               \
-  }
-
-static void binary_lists(const cardc_layer *L, const float *s, float *out) {
-  int32_t nvx = (L->ow + 7) / 8, nvec = L->oh * nvx, t0, o, v;
-  size_t plane = (size_t)L->out_plane;
-  for (t0 = 0; t0 < nvec; t0 += SPARSE_V) {
-    int32_t base[SPARSE_V], dst[SPARSE_V], lanes[SPARSE_V];
-    const float *xb[SPARSE_V]; /* per vector: scratch + base (register addressing) */
-    size_t j = 0;
-    tile_setup(L, t0, nvec, SPARSE_V, base, dst, lanes);
-    for (v = 0; v < SPARSE_V; v++) xb[v] = s + base[v];
-    if (L->off16) {
-      CARDC_BINARY_ROWS(L->off16)
-    } else {
-      CARDC_BINARY_ROWS(L->off32)
     }
   }
 }
@@ -441,17 +433,17 @@ void cardc_mat(const cardc_layer *L, const float *in, float *out, float *scratch
       dense_i8(L, L->w_i8, s, out);
       break;
     case CARDC_SPARSE:
-      sparse(L, s, out);
+      lists(L, s, out);
       break;
     case CARDC_BINARY:
       binary(L, s, out);
       break;
     case CARDC_BINARY_RICE:
       rice_decode(L);
-      sparse(L, s, out);
+      lists(L, s, out);
       break;
     default:
-      binary_lists(L, s, out);
+      lists(L, s, out);
       break;
   }
 }

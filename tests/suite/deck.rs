@@ -205,27 +205,35 @@ fn save_cards(dir: &Path) -> (String, String, String) {
     (s(&g), s(&a), s(&u))
 }
 
-#[test]
-fn deck_info_and_eval_commands() {
-    let dir = tempfile::tempdir().unwrap();
-    let (g, a, u) = save_cards(dir.path());
-    let out = dir.path().join("d.deck");
-    let o = out.to_str().unwrap();
+/// `cardc deck` of cards `g` and `a` (top-1 spectral gate) into
+/// `dir/d.deck`: its path and the command's JSON.
+fn top1_deck(dir: &Path, g: &str, a: &str) -> (String, serde_json::Value) {
+    let out = dir.join("d.deck");
+    let o = out.to_str().unwrap().to_string();
     let v = cardc_json(&[
         "deck",
         "--cards",
-        &g,
-        &a,
+        g,
+        a,
         "--data",
         "synthetic:100",
         "--out",
-        o,
+        &o,
         "--k",
         "1",
         "--limit",
         "60",
         "--json",
     ]);
+    (o, v)
+}
+
+#[test]
+fn deck_info_and_eval_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let (g, a, u) = save_cards(dir.path());
+    let (o, v) = top1_deck(dir.path(), &g, &a);
+    let o = o.as_str();
     assert_eq!(v["members"].as_array().unwrap().len(), 2);
     assert_eq!(v["members"][0]["augment"], "gaussian:0.1:0.5");
     assert_eq!(v["gate"]["kind"], "spectral");
@@ -635,25 +643,8 @@ fn compiled_decks_agree_with_the_reference_deck() {
 fn compile_and_run_commands_take_decks() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b, _) = save_cards(dir.path());
-    let deck = dir.path().join("d.deck");
-    let d = deck.to_str().unwrap();
-    let out = cardc(&[
-        "deck",
-        "--cards",
-        &a,
-        &b,
-        "--data",
-        "synthetic:60",
-        "--out",
-        d,
-        "--k",
-        "1",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (d, _) = top1_deck(dir.path(), &a, &b);
+    let d = d.as_str();
     let art = dir.path().join("art");
     let art_s = art.to_str().unwrap();
     let r = cardc_json(&[
