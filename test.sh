@@ -4,10 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# Debian packages the suite needs, installed when missing and running as root.
-# (The GPU backend's lavapipe and the compiler's cross toolchains join this
-# list when those milestones land.)
-PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm)
+# Debian packages the suite needs, installed when missing and running as root:
+# cross compilers and QEMU for the compiled artifacts, and the Vulkan loader
+# with lavapipe (mesa-vulkan-drivers) for the wgpu backend's tests, which run
+# on that CPU implementation of Vulkan where there is no GPU.
+PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm libvulkan1 mesa-vulkan-drivers)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -2,6 +2,7 @@
 //! (wgpu, the compiled C) is tested against.
 
 pub mod cpu;
+pub mod gpu;
 
 use crate::model::Model;
 use crate::tensor::Tensor;
@@ -94,6 +95,19 @@ pub trait Backend {
         sgd.step(model, &g.grads, lr);
         Ok(g.stats)
     }
+    /// Brings `model` and `sgd` up to date with the backend. A GPU backend
+    /// keeps weights, momentum and BatchNorm running statistics on the
+    /// device across [`Backend::train_step`] calls; call this before the
+    /// host reads or changes the model (evaluation, checkpoints, pruning).
+    /// The CPU backend updates the model in place, so this does nothing.
+    fn sync(&mut self, _model: &mut Model, _sgd: &mut Sgd) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// The wgpu backend behind this one, if it is one (benchmarks drive it
+    /// without per-step readback).
+    fn as_gpu(&mut self) -> Option<&mut gpu::WgpuBackend> {
+        None
+    }
 }
 
 /// The CPU reference backend (multi-threaded through rayon).
@@ -129,13 +143,20 @@ impl Backend for CpuBackend {
     }
 }
 
-/// Picks a backend for `--backend auto|cpu|wgpu`.
+/// Picks a backend for `--backend auto|cpu|wgpu`: `auto` takes a real GPU
+/// when wgpu finds one and the CPU backend otherwise; `wgpu` takes the best
+/// Vulkan adapter, lavapipe included (slow, but correct).
 pub fn select(name: &str) -> anyhow::Result<Box<dyn Backend>> {
     match name {
-        "auto" | "cpu" => Ok(Box::new(CpuBackend)),
-        "wgpu" => anyhow::bail!(
-            "--backend wgpu: the GPU backend is not built yet (issue: GPU training backend); use --backend cpu"
-        ),
+        "cpu" => Ok(Box::new(CpuBackend)),
+        "auto" if !gpu::device_nodes_present() => Ok(Box::new(CpuBackend)),
+        "auto" => match gpu::WgpuBackend::new(true) {
+            Ok(g) => Ok(Box::new(g)),
+            Err(_) => Ok(Box::new(CpuBackend)),
+        },
+        "wgpu" => Ok(Box::new(
+            gpu::WgpuBackend::new(false).map_err(|e| anyhow::anyhow!("--backend wgpu: {e:#}"))?,
+        )),
         other => anyhow::bail!("--backend '{other}': expected auto, wgpu or cpu"),
     }
 }

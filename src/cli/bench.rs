@@ -94,7 +94,7 @@ pub fn run(a: BenchArgs, json: bool) -> anyhow::Result<()> {
         a.steps >= 1 && a.repeats >= 1,
         "--steps and --repeats must be at least 1"
     );
-    let backend = crate::backend::select(&a.backend)?;
+    let mut backend = crate::backend::select(&a.backend)?;
     let opts = crate::ir::models::BuildOptions {
         width_mult: a.width_mult,
         ..Default::default()
@@ -113,7 +113,12 @@ pub fn run(a: BenchArgs, json: bool) -> anyhow::Result<()> {
     );
     let mut ips = Vec::new();
     for r in 0..a.repeats {
-        let v = crate::backend::cpu::bench_train_step(&a.arch, a.width_mult, a.batch, a.steps)?;
+        let v = match backend.as_gpu() {
+            Some(g) => {
+                crate::backend::gpu::bench_train_step(g, &a.arch, a.width_mult, a.batch, a.steps)?
+            }
+            None => crate::backend::cpu::bench_train_step(&a.arch, a.width_mult, a.batch, a.steps)?,
+        };
         eprintln!("  repeat {}: {:.1} images/s", r + 1, v);
         ips.push(v);
     }

@@ -96,7 +96,9 @@ impl TrainOpts {
                 "--precision '{}': expected f32 or mixed",
                 self.precision
             );
-            anyhow::bail!("--precision mixed: not built yet (arrives with the GPU backend)");
+            anyhow::bail!(
+                "--precision mixed: not built yet (the wgpu backend trains in f32; f16 tensor-core GEMMs are still to come)"
+            );
         }
         let adversarial = match &self.adversarial {
             Some(a) => Some(

@@ -503,6 +503,14 @@ impl Phase {
 /// What a method does around each optimizer step. The default is plain SGD
 /// on every trainable tensor (masks honoured).
 pub trait StepHook {
+    /// Whether the hook reads or changes the model on the host around a
+    /// step (masks, snapshots, its own gradients): the trainer then brings
+    /// the host model up to date ([`backend::Backend::sync`]) before every
+    /// step. Plain SGD does not, so a GPU backend keeps the weights on the
+    /// device for a whole epoch.
+    fn touches_model(&self) -> bool {
+        true
+    }
     /// Before the batch of phase step `step` (of `total`): pruning methods
     /// change masks here.
     fn before_step(
@@ -529,7 +537,11 @@ pub trait StepHook {
 
 /// Plain SGD: dense training and masked fine-tuning.
 pub struct PlainSgd;
-impl StepHook for PlainSgd {}
+impl StepHook for PlainSgd {
+    fn touches_model(&self) -> bool {
+        false
+    }
+}
 
 /// Runs the remaining epochs of `phase` on `state`, calling `hook` around
 /// each step and `checkpoint` after each epoch.
@@ -568,34 +580,44 @@ pub fn run_phase<H: StepHook>(
             });
         let (skip, earlier_secs) = resumed.as_ref().map_or((0, 0.0), |p| (p.steps, p.seconds));
         pb.inc(skip as u64);
+        // The batch of step `s`, the same on every backend. A GPU backend
+        // trains while the next batch is made on another thread.
+        let make = |s: usize, idx: &[usize]| match env.cfg.jsd {
+            Some(lambda) => {
+                let seed = batch_seed(phase.seed, epoch, s);
+                let (x, y) = data::loader::make_augmix_views_batch(
+                    &env.data.train,
+                    idx,
+                    &env.data.norm,
+                    seed,
+                );
+                (x, y, backend::Loss::AugMixJsd { lambda })
+            }
+            None => {
+                let seed = batch_seed(phase.seed, epoch, s);
+                let (x, y) =
+                    data::make_batch(&env.data.train, idx, &env.data.norm, env.cfg.augment, seed);
+                (x, y, backend::Loss::CrossEntropy)
+            }
+        };
+        let prefetch = env.backend.name() == "wgpu";
+        let mut ready = None;
+        let batch_size = batch;
         for (s, idx) in order.chunks_exact(batch).enumerate().skip(skip) {
             if phase.stop_after.is_some_and(|n| state.step >= n) {
                 pb.finish_and_clear();
+                env.backend.sync(&mut state.model, &mut state.sgd)?;
                 return Ok(());
             }
             let seed = batch_seed(phase.seed, epoch, s);
-            let (x, y, loss) = match env.cfg.jsd {
-                Some(lambda) => {
-                    let (x, y) = data::loader::make_augmix_views_batch(
-                        &env.data.train,
-                        idx,
-                        &env.data.norm,
-                        seed,
-                    );
-                    (x, y, backend::Loss::AugMixJsd { lambda })
-                }
-                None => {
-                    let (x, y) = data::make_batch(
-                        &env.data.train,
-                        idx,
-                        &env.data.norm,
-                        env.cfg.augment,
-                        seed,
-                    );
-                    (x, y, backend::Loss::CrossEntropy)
-                }
+            let (x, y, loss) = match ready.take() {
+                Some((at, b)) if at == s => b,
+                _ => make(s, idx),
             };
             let lr = schedule.lr_at(state.step);
+            if hook.touches_model() || env.cfg.adversarial.is_some() {
+                env.backend.sync(&mut state.model, &mut state.sgd)?;
+            }
             hook.before_step(&mut state.model, state.step, total_steps)?;
             let mut rng = crate::rng::Rng::derive(seed, "adversarial");
             let st = match (&env.cfg.adversarial, state.aux_bn.as_mut()) {
@@ -628,14 +650,27 @@ pub fn run_phase<H: StepHook>(
                         labels: &y,
                         loss,
                     };
-                    hook.step(
-                        env.backend.as_mut(),
-                        &mut state.model,
-                        &mut state.sgd,
-                        &batch,
-                        lr,
-                        state.step,
-                    )?
+                    let next = match prefetch {
+                        true => order.chunks_exact(batch_size).nth(s + 1),
+                        false => None,
+                    };
+                    let make = &make;
+                    let (st, fetched) = std::thread::scope(|sc| {
+                        let h = next.map(|ni| sc.spawn(move || make(s + 1, ni)));
+                        let st = hook.step(
+                            env.backend.as_mut(),
+                            &mut state.model,
+                            &mut state.sgd,
+                            &batch,
+                            lr,
+                            state.step,
+                        );
+                        (st, h.map(|h| h.join()))
+                    });
+                    if let Some(Ok(b)) = fetched {
+                        ready = Some((s + 1, b));
+                    }
+                    st?
                 }
             };
             anyhow::ensure!(
@@ -654,6 +689,7 @@ pub fn run_phase<H: StepHook>(
             // rewind replay, which writes no checkpoints; it is short).
             if phase.stop_after.is_none() && crate::interrupt::requested() {
                 pb.finish_and_clear();
+                env.backend.sync(&mut state.model, &mut state.sgd)?;
                 state.partial = Some(PartialEpoch {
                     steps: s + 1,
                     loss_sum,
@@ -678,6 +714,7 @@ pub fn run_phase<H: StepHook>(
             }
         }
         pb.finish_and_clear();
+        env.backend.sync(&mut state.model, &mut state.sgd)?;
         let secs = earlier_secs + te.elapsed().as_secs_f64();
         env.images_seen += seen;
         env.train_seconds += secs;

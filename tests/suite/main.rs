@@ -15,6 +15,7 @@ mod data;
 mod deck;
 mod demo;
 mod fuzz_smoke;
+mod gpu;
 mod interrupt;
 mod ir;
 mod onnx;
