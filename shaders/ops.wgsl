@@ -136,13 +136,15 @@ fn gap_bwd(@builtin(global_invocation_id) gid: vec3<u32>) {
     put(i, in0[b * U.c + c] * (1.0 / f32(U.s)));
 }
 
-// Max pooling, one thread per output [B, OH, OW, C]; padding is -inf and
-// the first maximum in scan order wins (as the CPU reference). out1 holds
-// the winning input pixel (within its image) as bits.
+// Pooling, one thread per output [B, OH, OW, C]; flags bit 4: max pooling
+// (padding is -inf, the first maximum in scan order wins, as the CPU
+// reference; out1 gets the winning input pixel within its image, as bits),
+// else average pooling (padded cells count: every window divides by kh*kw).
 @compute @workgroup_size(256)
-fn maxpool_fwd(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn pool_fwd(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = index(gid);
     if (i >= U.n) { return; }
+    let is_max = (U.flags & 4u) != 0u;
     let c = i % U.c;
     let p = i / U.c;
     let ox = p % U.ow;
@@ -151,6 +153,7 @@ fn maxpool_fwd(@builtin(global_invocation_id) gid: vec3<u32>) {
     var best = -3.4028235e38;
     var found = false;
     var arg = 0u;
+    var sum = 0.0;
     for (var ky = 0u; ky < U.kh; ky++) {
         let iy = i32(oy * U.sh + ky) - i32(U.ph);
         if (iy < 0 || iy >= i32(U.h)) { continue; }
@@ -159,6 +162,7 @@ fn maxpool_fwd(@builtin(global_invocation_id) gid: vec3<u32>) {
             if (ix < 0 || ix >= i32(U.w)) { continue; }
             let q = u32(iy) * U.w + u32(ix);
             let v = in0[(b * U.h * U.w + q) * U.c + c];
+            sum += v;
             if (!found || v > best) {
                 best = v;
                 arg = q;
@@ -166,16 +170,22 @@ fn maxpool_fwd(@builtin(global_invocation_id) gid: vec3<u32>) {
             }
         }
     }
-    out0[i] = select(-3.4028235e38, best, found);
-    out1[i] = bitcast<f32>(arg);
+    if (is_max) {
+        out0[i] = select(-3.4028235e38, best, found);
+        out1[i] = bitcast<f32>(arg);
+    } else {
+        out0[i] = sum / f32(U.kh * U.kw);
+    }
 }
 
 // One thread per input [B, H, W, C]: gathers the gradient of every output
-// window that chose it (in0 = dy, in1 = winners).
+// window that covers it (in0 = dy); max pooling (flags bit 4) only from the
+// windows it won (in1 = winners).
 @compute @workgroup_size(256)
-fn maxpool_bwd(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn pool_bwd(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = index(gid);
     if (i >= U.n) { return; }
+    let is_max = (U.flags & 4u) != 0u;
     let c = i % U.c;
     let p = i / U.c;
     let q = p % (U.h * U.w);
@@ -194,62 +204,15 @@ fn maxpool_bwd(@builtin(global_invocation_id) gid: vec3<u32>) {
             let ox = u32(tx) / U.sw;
             if (ox >= U.ow) { continue; }
             let o = ((b * U.oh + oy) * U.ow + ox) * U.c + c;
-            if (bitcast<u32>(in1[o]) == q) {
+            if (!is_max || bitcast<u32>(in1[o]) == q) {
                 acc += in0[o];
             }
         }
     }
+    if (!is_max) {
+        acc = acc / f32(U.kh * U.kw);
+    }
     put(i, acc);
-}
-
-// Average pooling (padded cells count: every window divides by kh*kw).
-@compute @workgroup_size(256)
-fn avgpool_fwd(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = index(gid);
-    if (i >= U.n) { return; }
-    let c = i % U.c;
-    let p = i / U.c;
-    let ox = p % U.ow;
-    let oy = (p / U.ow) % U.oh;
-    let b = p / (U.ow * U.oh);
-    var acc = 0.0;
-    for (var ky = 0u; ky < U.kh; ky++) {
-        let iy = i32(oy * U.sh + ky) - i32(U.ph);
-        if (iy < 0 || iy >= i32(U.h)) { continue; }
-        for (var kx = 0u; kx < U.kw; kx++) {
-            let ix = i32(ox * U.sw + kx) - i32(U.pw);
-            if (ix < 0 || ix >= i32(U.w)) { continue; }
-            acc += in0[((b * U.h + u32(iy)) * U.w + u32(ix)) * U.c + c];
-        }
-    }
-    out0[i] = acc / f32(U.kh * U.kw);
-}
-
-@compute @workgroup_size(256)
-fn avgpool_bwd(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = index(gid);
-    if (i >= U.n) { return; }
-    let c = i % U.c;
-    let p = i / U.c;
-    let q = p % (U.h * U.w);
-    let b = p / (U.h * U.w);
-    let iy = q / U.w;
-    let ix = q % U.w;
-    var acc = 0.0;
-    for (var ky = 0u; ky < U.kh; ky++) {
-        let ty = i32(iy + U.ph) - i32(ky);
-        if (ty < 0 || u32(ty) % U.sh != 0u) { continue; }
-        let oy = u32(ty) / U.sh;
-        if (oy >= U.oh) { continue; }
-        for (var kx = 0u; kx < U.kw; kx++) {
-            let tx = i32(ix + U.pw) - i32(kx);
-            if (tx < 0 || u32(tx) % U.sw != 0u) { continue; }
-            let ox = u32(tx) / U.sw;
-            if (ox >= U.ow) { continue; }
-            acc += in0[((b * U.oh + oy) * U.ow + ox) * U.c + c];
-        }
-    }
-    put(i, acc / f32(U.kh * U.kw));
 }
 
 // Per-parameter flags (in1, as bits): 1 trainable, 2 weight-decayed,

@@ -1,6 +1,7 @@
 //! Helpers shared by the suite's command-line tests: run the real binary,
 //! read its JSON, and check its one-line errors.
 
+use cardc::ir::{BatchNorm, Conv2d, Linear, Node, Op, Pool};
 use std::process::{Command, Output};
 
 /// Runs the `cardc` binary built for this test run.
@@ -40,4 +41,71 @@ pub fn assert_clean_error(o: &Output, needle: &str) {
     assert!(lines[0].starts_with("cardc: error: "), "{e}");
     assert!(e.contains(needle), "expected '{needle}' in: {e}");
     assert!(!e.contains("panicked"), "{e}");
+}
+
+// Hand-built graphs for the backend tests (cpu_gradcheck, gpu).
+
+pub fn node(name: &str, op: Op, inputs: &[usize]) -> Node {
+    Node {
+        name: name.into(),
+        op,
+        inputs: inputs.to_vec(),
+    }
+}
+
+pub fn input(c: usize, h: usize, w: usize) -> Node {
+    node(
+        "input",
+        Op::Input {
+            channels: c,
+            height: h,
+            width: w,
+        },
+        &[],
+    )
+}
+
+pub fn conv(
+    cin: usize,
+    cout: usize,
+    k: (usize, usize),
+    s: (usize, usize),
+    p: (usize, usize),
+    groups: usize,
+    bias: bool,
+) -> Op {
+    Op::Conv2d(Conv2d {
+        in_channels: cin,
+        out_channels: cout,
+        kernel: k,
+        stride: s,
+        padding: p,
+        groups,
+        bias,
+    })
+}
+
+pub fn bn(c: usize, affine: bool) -> Op {
+    Op::BatchNorm(BatchNorm {
+        channels: c,
+        affine,
+        eps: 1e-5,
+        momentum: 0.1,
+    })
+}
+
+pub fn linear(i: usize, o: usize, bias: bool) -> Op {
+    Op::Linear(Linear {
+        in_features: i,
+        out_features: o,
+        bias,
+    })
+}
+
+pub fn pool(k: usize, s: usize, p: usize) -> Pool {
+    Pool {
+        kernel: (k, k),
+        stride: (s, s),
+        padding: (p, p),
+    }
 }

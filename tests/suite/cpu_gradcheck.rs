@@ -3,76 +3,12 @@
 //! (naive direct convolution / pooling / BatchNorm), the loss, running
 //! statistics, masks, binary weights and error handling.
 
+use crate::common::{bn, conv, input, linear, node, pool};
 use cardc::backend::cpu::{forward_backward, infer};
-use cardc::ir::{BatchNorm, Conv2d, Graph, Linear, Node, Op, ParamKind, Pool};
+use cardc::ir::{Conv2d, Graph, Node, Op, ParamKind, Pool};
 use cardc::model::{Model, WeightState};
 use cardc::rng::Rng;
 use cardc::tensor::Tensor;
-
-fn node(name: &str, op: Op, inputs: &[usize]) -> Node {
-    Node {
-        name: name.into(),
-        op,
-        inputs: inputs.to_vec(),
-    }
-}
-
-fn input(c: usize, h: usize, w: usize) -> Node {
-    node(
-        "input",
-        Op::Input {
-            channels: c,
-            height: h,
-            width: w,
-        },
-        &[],
-    )
-}
-
-fn conv(
-    cin: usize,
-    cout: usize,
-    k: (usize, usize),
-    s: (usize, usize),
-    p: (usize, usize),
-    groups: usize,
-    bias: bool,
-) -> Op {
-    Op::Conv2d(Conv2d {
-        in_channels: cin,
-        out_channels: cout,
-        kernel: k,
-        stride: s,
-        padding: p,
-        groups,
-        bias,
-    })
-}
-
-fn bn(c: usize, affine: bool) -> Op {
-    Op::BatchNorm(BatchNorm {
-        channels: c,
-        affine,
-        eps: 1e-5,
-        momentum: 0.1,
-    })
-}
-
-fn linear(i: usize, o: usize, bias: bool) -> Op {
-    Op::Linear(Linear {
-        in_features: i,
-        out_features: o,
-        bias,
-    })
-}
-
-fn pool(k: usize, s: usize, p: usize) -> Pool {
-    Pool {
-        kernel: (k, k),
-        stride: (s, s),
-        padding: (p, p),
-    }
-}
 
 fn model(nodes: Vec<Node>, seed: u64) -> Model {
     let g = Graph {

@@ -3,10 +3,10 @@
 //! gradients on random inputs at small shapes, masks and binary weights,
 //! and three whole ResNet-20 training steps.
 
-use crate::common::{cardc, json, stderr};
+use crate::common::{bn, cardc, conv, input, json, linear, node, pool, stderr};
 use cardc::backend::gpu::WgpuBackend;
 use cardc::backend::{Backend, Batch, CpuBackend};
-use cardc::ir::{BatchNorm, Conv2d, Graph, Linear, Node, Op, ParamKind, Pool};
+use cardc::ir::{Graph, Node, Op, ParamKind};
 use cardc::model::{Model, WeightState};
 use cardc::rng::Rng;
 use cardc::tensor::Tensor;
@@ -24,63 +24,6 @@ fn gpu() -> MutexGuard<'static, WgpuBackend> {
 fn open() -> WgpuBackend {
     WgpuBackend::new(false)
         .expect("a Vulkan adapter (lavapipe: Debian mesa-vulkan-drivers; test.sh installs it)")
-}
-
-fn node(name: &str, op: Op, inputs: &[usize]) -> Node {
-    Node {
-        name: name.into(),
-        op,
-        inputs: inputs.to_vec(),
-    }
-}
-
-fn input(c: usize, h: usize, w: usize) -> Node {
-    node(
-        "input",
-        Op::Input {
-            channels: c,
-            height: h,
-            width: w,
-        },
-        &[],
-    )
-}
-
-fn conv(cin: usize, cout: usize, k: usize, s: usize, p: usize, groups: usize, bias: bool) -> Op {
-    Op::Conv2d(Conv2d {
-        in_channels: cin,
-        out_channels: cout,
-        kernel: (k, k),
-        stride: (s, s),
-        padding: (p, p),
-        groups,
-        bias,
-    })
-}
-
-fn bn(c: usize, affine: bool) -> Op {
-    Op::BatchNorm(BatchNorm {
-        channels: c,
-        affine,
-        eps: 1e-5,
-        momentum: 0.1,
-    })
-}
-
-fn linear(i: usize, o: usize, bias: bool) -> Op {
-    Op::Linear(Linear {
-        in_features: i,
-        out_features: o,
-        bias,
-    })
-}
-
-fn pool(k: usize, s: usize, p: usize) -> Pool {
-    Pool {
-        kernel: (k, k),
-        stride: (s, s),
-        padding: (p, p),
-    }
 }
 
 fn model(name: &str, nodes: Vec<Node>, seed: u64) -> Model {
@@ -205,7 +148,7 @@ fn conv_variants_match_the_cpu_backend() {
             "conv3x3 s1 p1 + bias",
             vec![
                 input(3, 9, 7),
-                node("c", conv(3, 5, 3, 1, 1, 1, true), &[0]),
+                node("c", conv(3, 5, (3, 3), (1, 1), (1, 1), 1, true), &[0]),
                 node("f", Op::Flatten, &[1]),
                 node("fc", linear(5 * 9 * 7, 4, true), &[2]),
             ],
@@ -214,7 +157,7 @@ fn conv_variants_match_the_cpu_backend() {
             "conv stride 2, no pad, 2 groups",
             vec![
                 input(4, 11, 10),
-                node("c", conv(4, 6, 3, 2, 0, 2, false), &[0]),
+                node("c", conv(4, 6, (3, 3), (2, 2), (0, 0), 2, false), &[0]),
                 node("gap", Op::GlobalAvgPool, &[1]),
                 node("fc", linear(6, 3, false), &[2]),
             ],
@@ -223,7 +166,7 @@ fn conv_variants_match_the_cpu_backend() {
             "1x1 stride-2 projection, 70 channels (several tiles)",
             vec![
                 input(70, 6, 6),
-                node("c", conv(70, 67, 1, 2, 0, 1, false), &[0]),
+                node("c", conv(70, 67, (1, 1), (2, 2), (0, 0), 1, false), &[0]),
                 node("gap", Op::GlobalAvgPool, &[1]),
                 node("fc", linear(67, 10, true), &[2]),
             ],
@@ -232,7 +175,7 @@ fn conv_variants_match_the_cpu_backend() {
             "5x5 pad 2 depthwise",
             vec![
                 input(3, 8, 8),
-                node("c", conv(3, 3, 5, 1, 2, 3, true), &[0]),
+                node("c", conv(3, 3, (5, 5), (1, 1), (2, 2), 3, true), &[0]),
                 node("gap", Op::GlobalAvgPool, &[1]),
                 node("fc", linear(3, 2, true), &[2]),
             ],
@@ -250,7 +193,7 @@ fn norm_pool_and_elementwise_ops_match_the_cpu_backend() {
             "affine BN + ReLU + max-pool 3/2 pad 1",
             vec![
                 input(3, 8, 8),
-                node("c", conv(3, 8, 3, 1, 1, 1, false), &[0]),
+                node("c", conv(3, 8, (3, 3), (1, 1), (1, 1), 1, false), &[0]),
                 node("bn", bn(8, true), &[1]),
                 node("r", Op::Relu, &[2]),
                 node("mp", Op::MaxPool(pool(3, 2, 1)), &[3]),
@@ -262,7 +205,7 @@ fn norm_pool_and_elementwise_ops_match_the_cpu_backend() {
             "non-affine BN + ReLU6 + avg-pool 2/2",
             vec![
                 input(2, 6, 6),
-                node("c", conv(2, 4, 3, 1, 1, 1, true), &[0]),
+                node("c", conv(2, 4, (3, 3), (1, 1), (1, 1), 1, true), &[0]),
                 node("bn", bn(4, false), &[1]),
                 node("r6", Op::Relu6, &[2]),
                 node("ap", Op::AvgPool(pool(2, 2, 0)), &[3]),
@@ -274,8 +217,8 @@ fn norm_pool_and_elementwise_ops_match_the_cpu_backend() {
             "residual: add of two branches, x + x, BN on vectors",
             vec![
                 input(3, 5, 5),
-                node("c1", conv(3, 4, 3, 1, 1, 1, false), &[0]),
-                node("c2", conv(3, 4, 1, 1, 0, 1, false), &[0]),
+                node("c1", conv(3, 4, (3, 3), (1, 1), (1, 1), 1, false), &[0]),
+                node("c2", conv(3, 4, (1, 1), (1, 1), (0, 0), 1, false), &[0]),
                 node("add", Op::Add, &[1, 2]),
                 node("r", Op::Relu, &[3]),
                 node("dbl", Op::Add, &[4, 4]),
@@ -296,10 +239,10 @@ fn norm_pool_and_elementwise_ops_match_the_cpu_backend() {
 fn compressed_model() -> Model {
     let nodes = vec![
         input(3, 6, 6),
-        node("c1", conv(3, 8, 3, 1, 1, 1, false), &[0]),
+        node("c1", conv(3, 8, (3, 3), (1, 1), (1, 1), 1, false), &[0]),
         node("bn1", bn(8, true), &[1]),
         node("r1", Op::Relu, &[2]),
-        node("c2", conv(8, 8, 3, 2, 1, 1, false), &[3]),
+        node("c2", conv(8, 8, (3, 3), (2, 2), (1, 1), 1, false), &[3]),
         node("bn2", bn(8, false), &[4]),
         node("r2", Op::Relu, &[5]),
         node("gap", Op::GlobalAvgPool, &[6]),
@@ -329,9 +272,9 @@ fn large_gemm_tiles_match_the_cpu_backend() {
     g.prefer_large_tiles();
     let nodes = vec![
         input(3, 9, 9),
-        node("c1", conv(3, 130, 3, 1, 1, 1, true), &[0]),
+        node("c1", conv(3, 130, (3, 3), (1, 1), (1, 1), 1, true), &[0]),
         node("r", Op::Relu, &[1]),
-        node("c2", conv(130, 129, 3, 1, 1, 1, false), &[2]),
+        node("c2", conv(130, 129, (3, 3), (1, 1), (1, 1), 1, false), &[2]),
         node("bn", bn(129, true), &[3]),
         node("gap", Op::GlobalAvgPool, &[4]),
         node("fc1", linear(129, 140, true), &[5]),

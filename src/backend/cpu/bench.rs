@@ -8,6 +8,30 @@ use crate::tensor::Tensor;
 use crate::train::optim::Sgd;
 use std::time::Instant;
 
+/// A freshly initialized `arch` and one batch of random images and labels:
+/// what the training benchmarks of every backend run on.
+pub fn bench_setup(
+    arch: &str,
+    width_mult: f32,
+    batch: usize,
+) -> anyhow::Result<(Model, Tensor, Vec<u32>)> {
+    let opts = BuildOptions {
+        width_mult,
+        ..Default::default()
+    };
+    let graph = build(arch, &opts)?;
+    let classes = graph.classes();
+    let [c, h, w] = graph.input_shape();
+    let model = Model::init(graph, 0).map_err(|e| anyhow::anyhow!(e))?;
+    let mut rng = Rng::derive(0, "bench");
+    let images = Tensor::from_vec(
+        &[batch, c, h, w],
+        (0..batch * c * h * w).map(|_| rng.normal()).collect(),
+    );
+    let labels: Vec<u32> = (0..batch).map(|_| rng.below(classes) as u32).collect();
+    Ok((model, images, labels))
+}
+
 /// Trains `arch` on random data for `steps` SGD steps of `batch` images,
 /// after one untimed warm-up step, and returns images per second.
 pub fn bench_train_step(
@@ -17,20 +41,7 @@ pub fn bench_train_step(
     steps: usize,
 ) -> anyhow::Result<f64> {
     anyhow::ensure!(batch > 0 && steps > 0, "batch and steps must be positive");
-    let opts = BuildOptions {
-        width_mult,
-        ..Default::default()
-    };
-    let graph = build(arch, &opts)?;
-    let classes = graph.classes();
-    let [c, h, w] = graph.input_shape();
-    let mut model = Model::init(graph, 0).map_err(|e| anyhow::anyhow!(e))?;
-    let mut rng = Rng::derive(0, "bench");
-    let images = Tensor::from_vec(
-        &[batch, c, h, w],
-        (0..batch * c * h * w).map(|_| rng.normal()).collect(),
-    );
-    let labels: Vec<u32> = (0..batch).map(|_| rng.below(classes) as u32).collect();
+    let (mut model, images, labels) = bench_setup(arch, width_mult, batch)?;
     let mut sgd = Sgd::new(0.9, false, 5e-4);
     let mut step = |model: &mut Model| -> anyhow::Result<()> {
         let out = super::forward_backward(model, &images, &labels, false)?;

@@ -17,7 +17,7 @@ mod loss;
 mod norm;
 mod pool;
 
-pub use bench::{bench_train_step, gemm_gflops};
+pub use bench::{bench_setup, bench_train_step, gemm_gflops};
 
 use super::{Batch, Loss};
 use crate::model::Model;

@@ -484,22 +484,8 @@ pub fn bench_train_step(
     batch: usize,
     steps: usize,
 ) -> anyhow::Result<f64> {
-    use crate::rng::Rng;
     anyhow::ensure!(batch > 0 && steps > 0, "batch and steps must be positive");
-    let opts = crate::ir::models::BuildOptions {
-        width_mult,
-        ..Default::default()
-    };
-    let graph = crate::ir::models::build(arch, &opts)?;
-    let classes = graph.classes();
-    let [c, h, w] = graph.input_shape();
-    let mut model = Model::init(graph, 0).map_err(|e| anyhow::anyhow!(e))?;
-    let mut rng = Rng::derive(0, "bench");
-    let images = Tensor::from_vec(
-        &[batch, c, h, w],
-        (0..batch * c * h * w).map(|_| rng.normal()).collect(),
-    );
-    let labels: Vec<u32> = (0..batch).map(|_| rng.below(classes) as u32).collect();
+    let (mut model, images, labels) = crate::backend::cpu::bench_setup(arch, width_mult, batch)?;
     let mut sgd = Sgd::new(0.9, false, 5e-4);
     let b = Batch::new(&images, &labels);
     for _ in 0..3 {

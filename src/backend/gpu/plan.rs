@@ -565,14 +565,21 @@ impl Plan {
                 }
                 Op::MaxPool(pl) | Op::AvgPool(pl) => {
                     let x = x.context("pool without input")?;
-                    let words =
-                        pool_words(pl, total, c, hw(&shapes[node.inputs[0]]), hw(&shapes[i]), 0);
-                    if matches!(node.op, Op::MaxPool(_)) {
-                        let idx = side[i].as_ref().context("winners buffer")?;
-                        rec.elementwise(op("maxpool_fwd"), &words, io(&[x], &[y, idx]), total);
-                    } else {
-                        rec.elementwise(op("avgpool_fwd"), &words, io(&[x], &[y]), total);
-                    }
+                    // Max pooling also writes each window's winner.
+                    let (flag, winners) = match &node.op {
+                        Op::MaxPool(_) => (4, side[i].as_ref()),
+                        _ => (0, None),
+                    };
+                    let words = pool_words(
+                        pl,
+                        total,
+                        c,
+                        hw(&shapes[node.inputs[0]]),
+                        hw(&shapes[i]),
+                        flag,
+                    );
+                    let outs: Vec<&wgpu::Buffer> = std::iter::once(y).chain(winners).collect();
+                    rec.elementwise(op("pool_fwd"), &words, io(&[x], &outs), total);
                 }
                 Op::GlobalAvgPool => {
                     let x = x.context("pool without input")?;
@@ -827,45 +834,36 @@ impl Plan {
                     Op::MaxPool(pl) | Op::AvgPool(pl) => {
                         let j = node.inputs[0];
                         let total_in = numel(j);
+                        let (flag, winners) = match &node.op {
+                            Op::MaxPool(_) => (4, side[i].as_ref()),
+                            _ => (0, None),
+                        };
                         if let Some((dx, acc)) = target(j) {
-                            let words =
-                                pool_words(pl, total_in, c, hw(&shapes[j]), hw(&shapes[i]), acc);
-                            if matches!(node.op, Op::MaxPool(_)) {
-                                let idx = side[i].as_ref().context("winners buffer")?;
-                                rec.elementwise(
-                                    op("maxpool_bwd"),
-                                    &words,
-                                    io(&[dy, idx], &[&dx]),
-                                    total_in,
-                                );
-                            } else {
-                                rec.elementwise(
-                                    op("avgpool_bwd"),
-                                    &words,
-                                    io(&[dy], &[&dx]),
-                                    total_in,
-                                );
-                            }
-                        }
-                    }
-                    Op::GlobalAvgPool => {
-                        let j = node.inputs[0];
-                        let (_, si) = cs(&shapes[j]);
-                        if let Some((dx, acc)) = target(j) {
-                            rec.elementwise(
-                                op("gap_bwd"),
-                                &[u(numel(j)), u(c), u(si), acc],
-                                io(&[dy], &[&dx]),
-                                numel(j),
+                            let words = pool_words(
+                                pl,
+                                total_in,
+                                c,
+                                hw(&shapes[j]),
+                                hw(&shapes[i]),
+                                flag | acc,
                             );
+                            let ins: Vec<&wgpu::Buffer> =
+                                std::iter::once(dy).chain(winners).collect();
+                            rec.elementwise(op("pool_bwd"), &words, io(&ins, &[&dx]), total_in);
                         }
                     }
-                    Op::Flatten => {
+                    Op::GlobalAvgPool | Op::Flatten => {
+                        // Both map [B, S, C] to per-image vectors: the
+                        // backward kernels take (elements, C, S) of the input.
                         let j = node.inputs[0];
                         let (ci, si) = cs(&shapes[j]);
+                        let kernel = match &node.op {
+                            Op::Flatten => "flatten_bwd",
+                            _ => "gap_bwd",
+                        };
                         if let Some((dx, acc)) = target(j) {
                             rec.elementwise(
-                                op("flatten_bwd"),
+                                op(kernel),
                                 &[u(numel(j)), u(ci), u(si), acc],
                                 io(&[dy], &[&dx]),
                                 numel(j),
