@@ -136,6 +136,10 @@ impl TrainOpts {
 
 pub fn run(args: TrainArgs, json: bool) -> anyhow::Result<()> {
     let cfg = args.opts.config(&args.arch, 0.1)?;
+    anyhow::ensure!(
+        !(cfg.backend == "wgpu" && cfg.jsd.is_some()),
+        "--backend wgpu: the AugMix consistency loss (--jsd) is not on the GPU yet; use --backend cpu or auto"
+    );
     crate::backend::select(&cfg.backend)?;
     let report = trainer::run(&cfg)?;
     eprintln!(

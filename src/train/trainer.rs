@@ -429,7 +429,13 @@ impl Env {
             data.train.len(),
             cfg.batch
         );
-        let backend = backend::select(&cfg.backend)?;
+        // `auto` means "the fastest backend that can run this job": the
+        // AugMix consistency loss is CPU-only for now.
+        let name = match (cfg.backend.as_str(), cfg.jsd) {
+            ("auto", Some(_)) => "cpu",
+            (name, _) => name,
+        };
+        let backend = backend::select(name)?;
         Ok(Env {
             cfg: cfg.clone(),
             data,

@@ -401,6 +401,32 @@ fn gpu_errors_name_the_problem() {
 }
 
 #[test]
+fn jsd_on_wgpu_is_refused_up_front() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("j.card");
+    let o = cardc(&[
+        "train",
+        "--arch",
+        "conv4",
+        "--data",
+        "synthetic:32",
+        "--epochs",
+        "1",
+        "--batch",
+        "8",
+        "--augment",
+        "augmix",
+        "--jsd",
+        "--backend",
+        "wgpu",
+        "--out",
+        out.to_str().expect("utf-8 path"),
+    ]);
+    crate::common::assert_clean_error(&o, "--jsd) is not on the GPU yet");
+    assert!(!out.exists());
+}
+
+#[test]
 fn bench_train_runs_on_wgpu() {
     let o = cardc(&[
         "bench",
