@@ -8,6 +8,23 @@ use serde::{Deserialize, Serialize};
 /// `[F]` after `Flatten`/`GlobalAvgPool`/`Linear`.
 pub type Shape = Vec<usize>;
 
+/// `(C, S)` of a per-sample shape: channels and spatial size (`S = 1` for
+/// vectors), how the backends see activations (`[B*S, C]`).
+pub fn channels_spatial(shape: &Shape) -> (usize, usize) {
+    (
+        shape.first().copied().unwrap_or(1),
+        shape.iter().skip(1).product(),
+    )
+}
+
+/// `(H, W)` of a `[C, H, W]` shape; `(1, 1)` for vectors.
+pub fn height_width(shape: &Shape) -> (usize, usize) {
+    match shape.as_slice() {
+        [_, h, w] => (*h, *w),
+        _ => (1, 1),
+    }
+}
+
 /// 2-D convolution, NCHW semantics, symmetric zero padding, no dilation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conv2d {

@@ -7,6 +7,7 @@ use super::conv::{self, ConvGeom};
 use super::norm::{self, BatchStats};
 use super::pool::{self, PoolGeom};
 use super::{eltwise, layout, linear};
+use crate::ir::op::{channels_spatial as cs, height_width as hw};
 use crate::ir::{Op, ParamKind, Shape};
 use crate::model::Model;
 use anyhow::{Context, anyhow, bail};
@@ -67,22 +68,6 @@ impl Tape {
                 _ => None,
             })
             .collect()
-    }
-}
-
-/// Per-sample `[C, S]` of a shape: channels and spatial size (1 for vectors).
-fn cs(shape: &Shape) -> (usize, usize) {
-    (
-        shape.first().copied().unwrap_or(1),
-        shape.iter().skip(1).product(),
-    )
-}
-
-/// `(h, w)` of a `[C, H, W]` shape.
-fn hw(shape: &Shape) -> (usize, usize) {
-    match shape.as_slice() {
-        [_, h, w] => (*h, *w),
-        _ => (1, 1),
     }
 }
 

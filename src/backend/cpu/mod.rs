@@ -42,8 +42,9 @@ pub struct TrainOutput {
     pub input_grad: Option<Tensor>,
 }
 
-/// Checks `images` against the graph input and returns the batch size.
-fn check_images(model: &Model, images: &Tensor) -> anyhow::Result<usize> {
+/// Checks `images` against the graph input and returns the batch size
+/// (every backend's input check).
+pub(crate) fn check_images(model: &Model, images: &Tensor) -> anyhow::Result<usize> {
     let [c, h, w] = model.graph.input_shape();
     let input = model
         .graph
@@ -68,21 +69,24 @@ fn check_images(model: &Model, images: &Tensor) -> anyhow::Result<usize> {
     }
 }
 
-/// Checks one label per image, each below the class count; returns the
-/// class count.
-fn check_labels(p: &Prepared, labels: &[u32], b: usize) -> anyhow::Result<usize> {
+/// Checks one label per image, each below the class count `k` (every
+/// backend's label check).
+pub(crate) fn check_labels(labels: &[u32], b: usize, k: usize) -> anyhow::Result<()> {
     if labels.len() != b {
         bail!("{} labels for a batch of {b} images", labels.len());
     }
-    let k = p
-        .shapes
-        .last()
-        .and_then(|s| s.first().copied())
-        .unwrap_or(0);
     if let Some((i, &l)) = labels.iter().enumerate().find(|(_, l)| **l as usize >= k) {
         bail!("label {l} of sample {i} is out of range for {k} classes");
     }
-    Ok(k)
+    Ok(())
+}
+
+/// The class count of a prepared graph (its output width).
+fn classes(p: &Prepared) -> usize {
+    p.shapes
+        .last()
+        .and_then(|s| s.first().copied())
+        .unwrap_or(0)
 }
 
 /// Eval-mode forward (BatchNorm uses running statistics). `images` is
@@ -125,7 +129,8 @@ pub fn forward_backward_loss(
     let [c, h, w] = model.graph.input_shape();
     let (loss, logits, grads, input_grad, updates) = {
         let p = Prepared::new(model, b)?;
-        let k = check_labels(&p, labels, b / views)?;
+        let k = classes(&p);
+        check_labels(labels, b / views, k)?;
         let x = layout::transpose_each(&images.data, b, c, h * w);
         let (logits, tape) = p.forward(x, true)?;
         let updates = tape.bn_updates();
@@ -183,7 +188,8 @@ pub fn input_gradient(
     let b = check_images(model, images)?;
     let [c, h, w] = model.graph.input_shape();
     let p = Prepared::new(model, b)?;
-    let k = check_labels(&p, labels, b)?;
+    let k = classes(&p);
+    check_labels(labels, b, k)?;
     let x = layout::transpose_each(&images.data, b, c, h * w);
     let (logits, tape) = p.forward_mode(x, exec::Mode::EvalGrad)?;
     let (loss, dlogits) = loss::softmax_xent(&logits, k, labels);

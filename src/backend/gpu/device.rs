@@ -10,8 +10,6 @@ pub struct Gpu {
     pub pipelines: Pipelines,
     /// `name (device type, driver)` as recorded in provenance.
     pub description: String,
-    /// Whether this is a real GPU (not a CPU implementation such as lavapipe).
-    pub hardware: bool,
     pub limits: wgpu::Limits,
     /// Bound to unused read-only slots.
     pub dummy_r: wgpu::Buffer,
@@ -92,7 +90,6 @@ impl Gpu {
             queue,
             pipelines,
             description,
-            hardware,
             limits,
             dummy_r,
             dummy_w,

@@ -15,6 +15,7 @@ mod device;
 pub mod kernels;
 mod plan;
 
+use super::cpu::{check_images, check_labels};
 use super::{Backend, Batch, BatchGradients, Loss, StepStats};
 use crate::model::Model;
 use crate::tensor::Tensor;
@@ -73,11 +74,6 @@ impl WgpuBackend {
     pub fn prefer_large_tiles(&mut self) {
         self.min_groups = 0;
         self.session = None;
-    }
-
-    /// Whether the adapter is a real GPU.
-    pub fn is_hardware(&self) -> bool {
-        self.gpu.hardware
     }
 
     /// Index of the plan for `(batch, mode)`, building it on first use.
@@ -245,40 +241,17 @@ impl WgpuBackend {
         Ok(())
     }
 
-    fn check_batch(model: &Model, images: &Tensor) -> anyhow::Result<usize> {
-        let [c, h, w] = model.graph.input_shape();
-        match images.shape.as_slice() {
-            [b, ci, hi, wi]
-                if (*ci, *hi, *wi) == (c, h, w) && *b > 0 && images.data.len() == b * c * h * w =>
-            {
-                Ok(*b)
-            }
-            _ => bail!(
-                "expected images [B>0, {c}, {h}, {w}], got {:?}",
-                images.shape
-            ),
-        }
-    }
-
-    fn check_labels(model: &Model, batch: &Batch, b: usize) -> anyhow::Result<()> {
+    /// The CPU backend's image and label checks, and the objectives the
+    /// GPU has.
+    fn check_batch(model: &Model, batch: &Batch) -> anyhow::Result<usize> {
         if batch.loss != Loss::CrossEntropy {
             bail!(
                 "--backend wgpu: the AugMix consistency loss (--jsd) is not on the GPU yet; use --backend cpu"
             );
         }
-        if batch.labels.len() != b {
-            bail!("{} labels for a batch of {b} images", batch.labels.len());
-        }
-        let k = model.graph.classes();
-        if let Some((i, &l)) = batch
-            .labels
-            .iter()
-            .enumerate()
-            .find(|(_, l)| **l as usize >= k)
-        {
-            bail!("label {l} of sample {i} is out of range for {k} classes");
-        }
-        Ok(())
+        let b = check_images(model, batch.images)?;
+        check_labels(batch.labels, b, model.graph.classes())?;
+        Ok(b)
     }
 
     /// Runs one training step on the device without reading anything
@@ -290,8 +263,7 @@ impl WgpuBackend {
         batch: &Batch,
         lr: f32,
     ) -> anyhow::Result<()> {
-        let b = Self::check_batch(model, batch.images)?;
-        Self::check_labels(model, batch, b)?;
+        let b = Self::check_batch(model, batch)?;
         let gpu = &self.gpu;
         let s = Self::session_for(&mut self.session, gpu, model)?;
         if !s.resident {
@@ -380,7 +352,7 @@ impl Backend for WgpuBackend {
     }
 
     fn infer(&mut self, model: &Model, images: &Tensor) -> anyhow::Result<Tensor> {
-        let b = Self::check_batch(model, images)?;
+        let b = check_images(model, images)?;
         if self.session.as_ref().is_some_and(|s| s.resident) {
             bail!("wgpu backend: the model is being trained on the device; call sync first");
         }
@@ -397,8 +369,7 @@ impl Backend for WgpuBackend {
     }
 
     fn gradients(&mut self, model: &mut Model, batch: &Batch) -> anyhow::Result<BatchGradients> {
-        let b = Self::check_batch(model, batch.images)?;
-        Self::check_labels(model, batch, b)?;
+        let b = Self::check_batch(model, batch)?;
         if self.session.as_ref().is_some_and(|s| s.resident) {
             bail!("wgpu backend: the model is being trained on the device; call sync first");
         }

@@ -4,7 +4,8 @@
 
 use super::device::Gpu;
 use super::kernels::{GemmMode, Kernel, Tile};
-use crate::ir::{Op, ParamKind, Shape};
+use crate::ir::op::{channels_spatial as cs, height_width as hw};
+use crate::ir::{Op, ParamKind};
 use crate::model::{Model, WeightState};
 use anyhow::{Context, bail};
 
@@ -273,21 +274,6 @@ fn f(v: f32) -> u32 {
 
 fn u(v: usize) -> u32 {
     v as u32
-}
-
-/// Per-sample `(C, S)` of a shape: channels and spatial size.
-fn cs(shape: &Shape) -> (usize, usize) {
-    (
-        shape.first().copied().unwrap_or(1),
-        shape.iter().skip(1).product(),
-    )
-}
-
-fn hw(shape: &Shape) -> (usize, usize) {
-    match shape.as_slice() {
-        [_, h, w] => (*h, *w),
-        _ => (1, 1),
-    }
 }
 
 /// A plan for one batch size and mode.
