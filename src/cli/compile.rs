@@ -8,7 +8,7 @@ pub struct CompileArgs {
     /// The .card or .deck to compile.
     #[arg(long)]
     pub model: PathBuf,
-    /// host | arm | cortex-m4 | cortex-m33 (spirv msl glsl wgsl: not built yet).
+    /// host | arm | cortex-m4 | cortex-m33 (C) or spirv | msl | glsl | wgsl (GPU inference shaders).
     #[arg(long, default_value = "host")]
     pub target: String,
     /// Output directory (sources, Makefile, report.json).

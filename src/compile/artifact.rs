@@ -49,6 +49,13 @@ fn missing_tools_error(t: &Target, missing: &[String]) -> anyhow::Error {
 /// command. `extra_cflags` (e.g. sanitizers) join the target's flags.
 pub fn build(dir: &Path, extra_cflags: &[String]) -> anyhow::Result<PathBuf> {
     let (report, t) = open(dir)?;
+    if t.is_shader() {
+        bail!(
+            "{}: a {} shader artifact has nothing to build; `cardc run` executes it through wgpu",
+            dir.display(),
+            t.name
+        );
+    }
     let cmd = emit_c::build_command(&t, &report.sources, extra_cflags);
     let stamp = dir.join(BUILD_STAMP);
     let bin = dir.join("model");
@@ -96,6 +103,9 @@ pub struct Output {
 /// Runs the built artifact on `images` (raw bytes, back to back).
 pub fn execute(dir: &Path, images: &[u8]) -> anyhow::Result<Output> {
     let (report, t) = open(dir)?;
+    if t.is_shader() {
+        return super::shader::run::execute(dir, images);
+    }
     // The runner and the tools it starts (QEMU behind a shell wrapper).
     let missing: Vec<String> = t
         .runner
@@ -321,7 +331,9 @@ pub fn evaluate(dir: &Path, ds: &Dataset) -> anyhow::Result<RunResult> {
     if ds.is_empty() {
         bail!("{} has no images", ds.source);
     }
-    build(dir, &[])?;
+    if !t.is_shader() {
+        build(dir, &[])?;
+    }
     let out = execute(dir, &ds.images)?;
     let (reference, ref_picks) = source.reference(ds)?;
     let k = report.classes;

@@ -73,6 +73,13 @@ pub fn compile_deck(deck: &Deck, opts: &Options, out: &Path) -> anyhow::Result<R
     deck.validate()
         .map_err(|e| anyhow::anyhow!("invalid deck: {e}"))?;
     let (target, extra_files) = target::find(&opts.target)?;
+    if target.is_shader() {
+        anyhow::bail!(
+            "--target {}: decks compile to the C targets (host, arm, cortex-m4, cortex-m33); \
+             shader targets take one card",
+            target.name
+        );
+    }
     let spectral = deck.gate.kind == GateKind::Spectral;
     let n = deck.members.len();
     let (gate_flash, gate_ram) = if spectral {

@@ -228,6 +228,18 @@ impl Program {
         })
     }
 
+    /// For the memory plan: the step that defines each value, and every
+    /// read as `(step, value)`.
+    pub fn defs_and_reads(&self) -> (Vec<usize>, Vec<(usize, usize)>) {
+        let mut defs = vec![0; self.values.len()];
+        let mut reads = Vec::new();
+        for (i, s) in self.steps.iter().enumerate() {
+            defs[s.output()] = i;
+            reads.extend(s.inputs().into_iter().map(|v| (i, v)));
+        }
+        (defs, reads)
+    }
+
     /// Mutable matrix layers, in execution order.
     pub fn mat_layers_mut(&mut self) -> impl Iterator<Item = &mut MatLayer> {
         self.steps.iter_mut().filter_map(|s| match s {

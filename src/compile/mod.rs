@@ -17,6 +17,7 @@ pub mod lower;
 pub mod pack;
 pub mod plan;
 pub mod rice;
+pub mod shader;
 pub mod target;
 pub mod tract_bench;
 
@@ -56,6 +57,28 @@ pub struct LayerReport {
     pub macs: u64,
     /// BatchNorm/activation fused into the layer.
     pub act: String,
+}
+
+impl LayerReport {
+    /// The report of `l`, which occupies `bytes` of flash (`weight_bytes`
+    /// of them packed weights) in the artifact's layout.
+    pub fn of(l: &lower::MatLayer, bytes: u64, weight_bytes: u64) -> LayerReport {
+        LayerReport {
+            name: l.name.clone(),
+            op: l.op.to_string(),
+            format: l.packed.packed.format().name().to_string(),
+            bytes,
+            zero_fraction: l.zero_fraction(),
+            weight_bytes,
+            bound_bytes: l.supports(Format::Binary).then(|| {
+                let n = l.weight.len() as u64;
+                let kept = l.weight.iter().filter(|v| **v != 0.0).count() as u64;
+                rice::information_bound_bits(n, kept) / 8.0
+            }),
+            macs: l.geom.macs(),
+            act: format!("{:?}", l.act).to_lowercase(),
+        }
+    }
 }
 
 /// `report.json`: sizes the artifact needs and how they were obtained.
@@ -100,15 +123,14 @@ pub struct Planned {
     pub report: Report,
 }
 
-/// Lowers `card`, picks its weight formats within `max_flash` and plans
-/// its memory for `target`. RAM budgets are the caller's to check (a deck's
-/// members share one arena).
-pub fn plan_card(
+/// Lowers `card` and packs its layers (see [`lower::choose_formats`]);
+/// also returns the flash bytes of the normalization tables and of the
+/// unfolded BatchNorms, which count against `max_flash`.
+pub fn lower_with_formats(
     card: &Card,
     format: FormatChoice,
     max_flash: Option<u64>,
-    target: &target::Target,
-) -> anyhow::Result<Planned> {
+) -> anyhow::Result<(lower::Program, u64, u64)> {
     let mut program = lower::lower(card)?;
     for l in program.mat_layers() {
         if l.weight.iter().chain(&l.bias).any(|v| !v.is_finite()) {
@@ -128,14 +150,22 @@ pub fn plan_card(
         })
         .sum();
     lower::choose_formats(&mut program, format, max_flash, lut_bytes + affine_bytes)?;
+    Ok((program, lut_bytes, affine_bytes))
+}
+
+/// Lowers `card`, picks its weight formats within `max_flash` and plans
+/// its memory for `target`. RAM budgets are the caller's to check (a deck's
+/// members share one arena).
+pub fn plan_card(
+    card: &Card,
+    format: FormatChoice,
+    max_flash: Option<u64>,
+    target: &target::Target,
+) -> anyhow::Result<Planned> {
+    let (program, lut_bytes, affine_bytes) = lower_with_formats(card, format, max_flash)?;
     // Memory plan over the schedule.
     let nsteps = program.steps.len();
-    let mut defs = vec![0; program.values.len()];
-    let mut reads = Vec::new();
-    for (i, s) in program.steps.iter().enumerate() {
-        defs[s.output()] = i;
-        reads.extend(s.inputs().into_iter().map(|v| (i, v)));
-    }
+    let (mut defs, mut reads) = program.defs_and_reads();
     // Values handed off into the next layer's padded input take no arena.
     let mut bufs = layout::buffers(&program);
     let mut sizes: Vec<usize> = program.values.iter().map(|&n| 4 * n).collect();
@@ -159,20 +189,12 @@ pub fn plan_card(
     let ram = mem.arena_bytes as u64 + 4 * scratch_floats as u64;
     let layers: Vec<LayerReport> = program
         .mat_layers()
-        .map(|l| LayerReport {
-            name: l.name.clone(),
-            op: l.op.to_string(),
-            format: l.packed.packed.format().name().to_string(),
-            bytes: l.bytes() as u64,
-            zero_fraction: l.zero_fraction(),
-            weight_bytes: layout::emitted_weight_bytes(&l.packed.packed, &l.geom) as u64,
-            bound_bytes: l.supports(Format::Binary).then(|| {
-                let n = l.weight.len() as u64;
-                let kept = l.weight.iter().filter(|v| **v != 0.0).count() as u64;
-                rice::information_bound_bits(n, kept) / 8.0
-            }),
-            macs: l.geom.macs(),
-            act: format!("{:?}", l.act).to_lowercase(),
+        .map(|l| {
+            LayerReport::of(
+                l,
+                l.bytes() as u64,
+                layout::emitted_weight_bytes(&l.packed.packed, &l.geom) as u64,
+            )
         })
         .collect();
     let flash = lut_bytes + affine_bytes + layers.iter().map(|l| l.bytes).sum::<u64>();
@@ -252,15 +274,35 @@ fn write_artifact(
     for (name, text) in files {
         write(name, text)?;
     }
-    // A stale binary from an earlier compile must not be run.
+    remove_stale_outputs(out);
+    Ok(())
+}
+
+/// Removes what an earlier compile into `out` may have left that the new
+/// artifact does not rewrite: a built binary (it must not be run), the
+/// shader files of another shader target.
+pub(crate) fn remove_stale_outputs(out: &Path) {
     let _ = std::fs::remove_file(out.join("model"));
     let _ = std::fs::remove_file(out.join(artifact::BUILD_STAMP));
-    Ok(())
+    for name in [
+        "model.spv",
+        "model.metal",
+        shader::SCHEDULE_FILE,
+        shader::WEIGHTS_FILE,
+    ] {
+        let _ = std::fs::remove_file(out.join(name));
+    }
+    for e in shader::ENTRY_POINTS {
+        let _ = std::fs::remove_file(out.join(shader::translate::glsl_file(e)));
+    }
 }
 
 /// Lowers, packs, plans and emits `card` into `out` for `opts`.
 pub fn compile(card: &Card, opts: &Options, out: &Path) -> anyhow::Result<Report> {
     let (target, extra_files) = target::find(&opts.target)?;
+    if target.is_shader() {
+        return shader::compile(card, opts, &target, out);
+    }
     let max_flash = opts.max_flash.or(target.flash_bytes);
     let p = plan_card(card, opts.format, max_flash, &target)?;
     check_ram(opts.max_ram, &target, &p.report, "the model")?;

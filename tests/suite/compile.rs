@@ -54,7 +54,7 @@ fn bn(c: usize, affine: bool) -> Op {
 /// bias), folded and standalone BatchNorm (affine and not), ReLU/ReLU6
 /// fused and standalone, residual Add, max/avg pooling with padding,
 /// Flatten, Linear. 40 channels: not a multiple of 32.
-fn every_op_graph() -> Graph {
+pub fn every_op_graph() -> Graph {
     let nodes = vec![
         node(
             "input",
@@ -177,7 +177,7 @@ pub fn card_of(model: Model) -> Card {
     Card::new(model, norm, (0..classes).map(|i| format!("c{i}")).collect())
 }
 
-fn random_images(card: &Card, n: usize, seed: u64) -> Dataset {
+pub fn random_images(card: &Card, n: usize, seed: u64) -> Dataset {
     let [c, h, w] = card.model.graph.input_shape();
     let mut r = Rng::new(seed);
     let classes = card.model.graph.classes();
@@ -237,7 +237,7 @@ fn compare(
 }
 
 /// Bound on the relative logit error of each format.
-fn tolerance(f: Format) -> f64 {
+pub fn tolerance(f: Format) -> f64 {
     match f {
         Format::F16 => 2e-2,
         Format::Int8 => 6e-2,
@@ -324,7 +324,7 @@ fn portable_kernels_match_the_reference() {
 /// dense block (3, 5, 6, 7, 9) or of the 32-bit binary word (33), 2x2 and
 /// 1x3-padded kernels, stride 3; rows fully masked or fully kept; outputs
 /// handed off into the next layer's padded input.
-fn odd_graph() -> Graph {
+pub fn odd_graph() -> Graph {
     let c = |ic, oc, k: (usize, usize), s, p: (usize, usize)| {
         Op::Conv2d(Conv2d {
             in_channels: ic,
@@ -413,7 +413,7 @@ fn auto_picks_binary_and_sparse_from_the_weights() {
     }
 }
 
-fn resnet_card(state: &str) -> Card {
+pub fn resnet_card(state: &str) -> Card {
     let g = cardc::ir::models::build(
         "resnet20",
         &cardc::ir::models::BuildOptions {

@@ -22,3 +22,4 @@ mod onnx;
 mod prune;
 mod quantize;
 mod robust;
+mod shader;
