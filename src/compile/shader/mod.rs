@@ -284,6 +284,27 @@ fn word(v: usize, what: &str) -> anyhow::Result<u32> {
     u32::try_from(v).with_context(|| format!("{what} ({v}) exceeds 32 bits"))
 }
 
+/// `p` with a windowed step's geometry: `[c, ih, iw, oc, oh, ow, kh, kw,
+/// sh, sw, ph, pw]` (input, output, kernel, stride, padding).
+fn with_window(p: Params, dims: [usize; 12]) -> anyhow::Result<Params> {
+    let d = |i: usize| word(dims[i], "layer geometry");
+    Ok(Params {
+        c: d(0)?,
+        ih: d(1)?,
+        iw: d(2)?,
+        oc: d(3)?,
+        oh: d(4)?,
+        ow: d(5)?,
+        kh: d(6)?,
+        kw: d(7)?,
+        sh: d(8)?,
+        sw: d(9)?,
+        ph: d(10)?,
+        pw: d(11)?,
+        ..p
+    })
+}
+
 /// The compiled form of a lowered program: its blob, schedule and report.
 pub struct Emitted {
     pub blob: Blob,
@@ -345,26 +366,20 @@ fn emit(
                     )
                 })?;
                 let start = blob.words.len();
-                let mut p = Params {
-                    n,
-                    in_off: off(*input)?,
-                    out_off: out,
-                    c: word(g.ic, "channels")?,
-                    ih: word(g.ih, "height")?,
-                    iw: word(g.iw, "width")?,
-                    oc: word(g.oc, "channels")?,
-                    oh: word(g.oh, "height")?,
-                    ow: word(g.ow, "width")?,
-                    kh: word(g.kh, "kernel")?,
-                    kw: word(g.kw, "kernel")?,
-                    sh: word(g.sh, "stride")?,
-                    sw: word(g.sw, "stride")?,
-                    ph: word(g.ph, "padding")?,
-                    pw: word(g.pw, "padding")?,
-                    act: act_code(layer.act),
-                    format: kernel.0,
-                    ..base
-                };
+                let window = [
+                    g.ic, g.ih, g.iw, g.oc, g.oh, g.ow, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw,
+                ];
+                let mut p = with_window(
+                    Params {
+                        n,
+                        in_off: off(*input)?,
+                        out_off: out,
+                        act: act_code(layer.act),
+                        format: kernel.0,
+                        ..base
+                    },
+                    window,
+                )?;
                 match &layer.packed.packed {
                     Packed::F32(v) => p.w_off = blob.f32s(v)?,
                     Packed::F16(v) => p.w_off = blob.u16s(v)?,
@@ -472,24 +487,18 @@ fn emit(
                 } else {
                     "avg_pool"
                 },
-                Params {
-                    n,
-                    in_off: off(*input)?,
-                    out_off: out,
-                    c: word(geom.c, "channels")?,
-                    ih: word(geom.ih, "height")?,
-                    iw: word(geom.iw, "width")?,
-                    oc: word(geom.c, "channels")?,
-                    oh: word(geom.oh, "height")?,
-                    ow: word(geom.ow, "width")?,
-                    kh: word(geom.kh, "kernel")?,
-                    kw: word(geom.kw, "kernel")?,
-                    sh: word(geom.sh, "stride")?,
-                    sw: word(geom.sw, "stride")?,
-                    ph: word(geom.ph, "padding")?,
-                    pw: word(geom.pw, "padding")?,
-                    ..base
-                },
+                with_window(
+                    Params {
+                        n,
+                        in_off: off(*input)?,
+                        out_off: out,
+                        ..base
+                    },
+                    [
+                        geom.c, geom.ih, geom.iw, geom.c, geom.oh, geom.ow, geom.kh, geom.kw,
+                        geom.sh, geom.sw, geom.ph, geom.pw,
+                    ],
+                )?,
             ),
             Step::GlobalAvgPool {
                 name,
