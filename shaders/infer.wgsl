@@ -45,7 +45,7 @@ struct Params {
     sw: u32,
     ph: u32,
     pw: u32,
-    act: u32,        // 0 none, 1 ReLU, 2 ReLU6
+    act: u32,        // 0 none, 1 ReLU, 2 ReLU6, 3 Sign
     format: u32,     // FMT_*
     w_off: u32,      // blob offsets (words) of the weights / sparse increments
     vals_off: u32,   // sparse values
@@ -74,8 +74,11 @@ fn blob_f32(i: u32) -> f32 {
     return bitcast<f32>(blob[i]);
 }
 
-// The reference's ReLU (v > 0 ? v : 0) and ReLU6.
+// The reference's ReLU (v > 0 ? v : 0), ReLU6 and Sign (v >= 0 ? 1 : -1).
 fn activate(v: f32, a: u32) -> f32 {
+    if (a == 3u) {
+        return select(-1.0, 1.0, v >= 0.0);
+    }
     if (a == 1u) {
         return select(0.0, v, v > 0.0);
     }

@@ -47,19 +47,24 @@ fn nchw_to_nhwc(@builtin(global_invocation_id) gid: vec3<u32>) {
     out0[i] = in0[(b * U.c + c) * U.s + s];
 }
 
-// flags bit 1: ReLU6 (clip at 6).
+// flags bit 1: ReLU6 (clip at 6); bit 3: Sign (+1 where x >= 0, else -1).
 @compute @workgroup_size(256)
 fn relu_fwd(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = index(gid);
     if (i >= U.n) { return; }
-    var v = max(in0[i], 0.0);
+    let x = in0[i];
+    var v = max(x, 0.0);
     if ((U.flags & 2u) != 0u) {
         v = min(v, 6.0);
+    }
+    if ((U.flags & 8u) != 0u) {
+        v = select(-1.0, 1.0, x >= 0.0);
     }
     out0[i] = v;
 }
 
-// in0 = the ReLU's output y, in1 = dy.
+// in0 = the ReLU's output y (Sign: its input x), in1 = dy. Sign passes the
+// gradient straight through where |x| <= 1 (hardtanh's derivative).
 @compute @workgroup_size(256)
 fn relu_bwd(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = index(gid);
@@ -68,6 +73,9 @@ fn relu_bwd(@builtin(global_invocation_id) gid: vec3<u32>) {
     var keep = y > 0.0;
     if ((U.flags & 2u) != 0u) {
         keep = keep && y < 6.0;
+    }
+    if ((U.flags & 8u) != 0u) {
+        keep = abs(y) <= 1.0;
     }
     put(i, select(0.0, in1[i], keep));
 }

@@ -14,8 +14,9 @@ pub struct CompileArgs {
     /// Output directory (sources, Makefile, report.json).
     #[arg(long)]
     pub out: PathBuf,
-    /// auto | f32 | f16 | int8 | sparse | binary | rice (binary and rice apply to binary layers
-    /// only; rice is the smallest: Rice-coded gaps, decoded into RAM at run time).
+    /// auto | f32 | f16 | int8 | sparse | binary | rice | xnor (binary, rice and xnor apply to
+    /// binary layers only; rice is the smallest: Rice-coded gaps, decoded into RAM at run time;
+    /// xnor is binary weights on a Sign output (binary activations): XOR and popcount).
     #[arg(long, default_value = "auto")]
     pub format: String,
     /// Flash budget in bytes: auto quantizes the largest layers until the weights fit.
@@ -30,7 +31,8 @@ pub fn run(a: CompileArgs, json: bool) -> anyhow::Result<()> {
     let format = match a.format.as_str() {
         "auto" => FormatChoice::Auto,
         s => FormatChoice::Force(Format::parse(s).ok_or_else(|| {
-            anyhow::anyhow!("--format {s}: expected auto, f32, f16, int8, sparse, binary or rice")
+            let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
+            anyhow::anyhow!("--format {s}: expected auto or one of {}", names.join(", "))
         })?),
     };
     let opts = compile::Options {

@@ -57,6 +57,7 @@ fn act_name(a: Act) -> &'static str {
         Act::None => "CARDC_ACT_NONE",
         Act::Relu => "CARDC_ACT_RELU",
         Act::Relu6 => "CARDC_ACT_RELU6",
+        Act::Sign => "CARDC_ACT_SIGN",
     }
 }
 
@@ -177,6 +178,36 @@ fn emit_layer(out: &mut String, id: usize, l: &MatLayer, in_padded: bool, to: Op
                 stream.k
             ));
             "CARDC_BINARY_RICE"
+        }
+        Packed::Xnor(x) => {
+            let hex = |w: &u32| format!("0x{w:08x}u");
+            array(out, "uint32_t", &format!("{p}_sign"), &x.signs, hex);
+            fields.push(format!(
+                ".xn_sign = {p}_sign, .xn_chunks = {}, .xn_tail = {}, .xn_bits = xnor_bits",
+                x.chunks,
+                i32::from(x.tail)
+            ));
+            if let Some(m) = &x.mask {
+                array(out, "uint32_t", &format!("{p}_mask"), m, hex);
+                fields.push(format!(".xn_mask = {p}_mask"));
+            }
+            let int = |v: &i32| format!("{v}");
+            let kept: Vec<i32> = x.kept.iter().map(|&k| k as i32).collect();
+            array(out, "int32_t", &format!("{p}_kept"), &kept, int);
+            fields.push(format!(".xn_kept = {p}_kept"));
+            if let Some(c) = super::xnor::corrections(x, g) {
+                array(out, "int32_t", &format!("{p}_corr"), &c.sums, int);
+                let byte = |v: &u8| format!("{v}");
+                array(out, "uint8_t", &format!("{p}_rowc"), &c.row_class, byte);
+                array(out, "uint8_t", &format!("{p}_colc"), &c.col_class, byte);
+                fields.push(format!(
+                    ".xn_corr = {p}_corr, .xn_rowc = {p}_rowc, .xn_colc = {p}_colc, .xn_classes = {}, .xn_colclasses = {}",
+                    c.sums.len() / g.oc.max(1),
+                    c.col_classes
+                ));
+            }
+            position_offsets(out, &mut fields);
+            "CARDC_XNOR"
         }
         Packed::Binary { words, signs, mask } => {
             let hex = |w: &u32| format!("0x{w:08x}u");
@@ -305,6 +336,14 @@ pub fn emit_unit(program: &Program, plan: &Plan, bufs: &layout::Buffers, unit: &
             "/* Rice-coded layers decode into these on each call (the largest layer's size). */\n\
              static uint32_t rice_counts[{rice_counts}];\nstatic uint32_t rice_off[{}];\n",
             rice_off.max(1)
+        );
+    }
+    let xnor_words = layout::xnor_buffer_words(program);
+    if xnor_words > 0 {
+        let _ = writeln!(
+            m,
+            "/* xnor layers pack their input signs and patches here (the largest layer's size). */\n\
+             static uint32_t xnor_bits[{xnor_words}];\n"
         );
     }
     let lut: Vec<f32> = program.lut.iter().flatten().copied().collect();

@@ -373,7 +373,26 @@ pub fn emitted_weight_bytes(packed: &Packed, g: &Geom) -> usize {
         }
         // The stream, its padding word and the position offsets.
         Packed::Rice(_) => packed.bytes() + 4 + 4 * g.kh * g.kw,
+        // Words, position offsets, kept counts, padding corrections and
+        // the row/column class tables.
+        Packed::Xnor(x) => {
+            let corr = super::xnor::corrections(x, g).map_or(0, |c| 4 * c.sums.len());
+            packed.bytes() + 4 * g.kh * g.kw + 4 * g.oc + corr + g.oh + g.ow
+        }
     }
+}
+
+/// 32-bit words of RAM the program's xnor layers pack their inputs into
+/// (shared, so the largest layer's).
+pub fn xnor_buffer_words(program: &super::lower::Program) -> usize {
+    program
+        .mat_layers()
+        .filter_map(|l| match &l.packed.packed {
+            Packed::Xnor(x) => Some(super::xnor::ram_words(x, &l.geom)),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// The decode buffers of a program's Rice-coded layers (shared, so the

@@ -23,6 +23,8 @@ pub enum Act {
     None = 0,
     Relu = 1,
     Relu6 = 2,
+    /// +1 where x ≥ 0, −1 elsewhere.
+    Sign = 3,
 }
 
 /// Geometry of a matrix layer (linear: 1×1 image, 1×1 kernel).
@@ -68,6 +70,8 @@ pub struct MatLayer {
     pub act: Act,
     /// The card stores the weight binarized.
     pub card_binary: bool,
+    /// The input is a Sign output (±1 only), which the `xnor` format needs.
+    pub sign_input: bool,
     /// Chosen packing.
     pub packed: PackedWeights,
 }
@@ -79,10 +83,15 @@ impl MatLayer {
         z as f64 / self.weight.len().max(1) as f64
     }
 
-    /// Whether `format` can hold this layer (binary needs binary rows).
+    /// Whether `format` can hold this layer (binary needs binary rows;
+    /// xnor binary rows on a Sign input).
     pub fn supports(&self, format: Format) -> bool {
-        !matches!(format, Format::Binary | Format::Rice)
-            || pack::binary_magnitudes(&self.weight, self.geom.oc).is_some()
+        let binary = || pack::binary_magnitudes(&self.weight, self.geom.oc).is_some();
+        match format {
+            Format::Binary | Format::Rice => binary(),
+            Format::Xnor => self.sign_input && super::xnor::supported(&self.geom) && binary(),
+            _ => true,
+        }
     }
 
     /// Packs the weights in `format`.
@@ -278,6 +287,7 @@ fn act_of(op: &Op) -> Option<Act> {
     match op {
         Op::Relu => Some(Act::Relu),
         Op::Relu6 => Some(Act::Relu6),
+        Op::Sign => Some(Act::Sign),
         _ => None,
     }
 }
@@ -376,7 +386,7 @@ pub fn lower(card: &Card) -> anyhow::Result<Program> {
                 };
                 (last, step)
             }
-            Op::Relu | Op::Relu6 => {
+            Op::Relu | Op::Relu6 | Op::Sign => {
                 let act = act_of(&node.op).unwrap_or(Act::None);
                 let input = input(0)?;
                 let out = new_value(&mut values, len);
@@ -470,6 +480,7 @@ pub fn lower(card: &Card) -> anyhow::Result<Program> {
         steps.push(step);
     }
     let output = value_of[n - 1].context("the graph's output has no value")?;
+    mark_sign_inputs(&mut steps);
     let lut = card.normalization.lookup_tables();
     Ok(Program {
         name: g.name.clone(),
@@ -481,6 +492,30 @@ pub fn lower(card: &Card) -> anyhow::Result<Program> {
         lut,
         macs: g.macs().map_err(|e| anyhow::anyhow!(e))?,
     })
+}
+
+/// Flags the matrix layers whose input is written by a step that ends in
+/// Sign (so holds ±1 only).
+fn mark_sign_inputs(steps: &mut [Step]) {
+    let signed: Vec<usize> = steps
+        .iter()
+        .filter(|s| {
+            let act = match s {
+                Step::Mat { layer, .. } => layer.act,
+                Step::Add { act, .. } | Step::Affine { act, .. } | Step::Activation { act, .. } => {
+                    *act
+                }
+                _ => Act::None,
+            };
+            act == Act::Sign
+        })
+        .map(Step::output)
+        .collect();
+    for s in steps {
+        if let Step::Mat { layer, input, .. } = s {
+            layer.sign_input = signed.contains(input);
+        }
+    }
 }
 
 /// The matrix layer of conv/linear node `i` (f32, nothing folded yet).
@@ -568,6 +603,7 @@ fn mat_layer(card: &Card, i: usize, shapes: &[Vec<usize>]) -> anyhow::Result<Mat
         bias,
         act: Act::None,
         card_binary,
+        sign_input: false,
         packed,
     })
 }
@@ -586,7 +622,9 @@ pub const SPARSE_MIN_ZEROS: f64 = 2.0 / 3.0;
 /// sparse from 2/3 zeros on, f32 otherwise; among exact formats the one
 /// with the fewest bytes wins ties of the rule.
 pub fn auto_format(layer: &MatLayer) -> Format {
-    if layer.card_binary && layer.supports(Format::Binary) {
+    if layer.card_binary && layer.supports(Format::Xnor) {
+        Format::Xnor
+    } else if layer.card_binary && layer.supports(Format::Binary) {
         Format::Binary
     } else if layer.zero_fraction() >= SPARSE_MIN_ZEROS {
         Format::Sparse
@@ -609,8 +647,13 @@ pub fn choose_formats(
         let f = match choice {
             FormatChoice::Force(f) if layer.supports(f) => f,
             FormatChoice::Force(f) => {
+                let why = if f == Format::Xnor && layer.supports(Format::Binary) {
+                    "input is not a Sign output"
+                } else {
+                    "not binary"
+                };
                 eprintln!(
-                    "layer '{}': not binary, kept as {} (--format {})",
+                    "layer '{}': {why}, kept as {} (--format {})",
                     layer.name,
                     auto_format(layer).name(),
                     f.name()

@@ -20,6 +20,7 @@ pub mod rice;
 pub mod shader;
 pub mod target;
 pub mod tract_bench;
+pub mod xnor;
 
 pub use lower::FormatChoice;
 pub use pack::Format;
@@ -183,9 +184,14 @@ pub fn plan_card(
     if let Some(holder) = &padded_values {
         bufs.place(holder, &mem.offsets);
     }
-    // Padded inputs, plus what Rice-coded layers decode into.
+    // Padded inputs, plus what Rice-coded layers decode into and xnor
+    // layers pack their inputs into.
     let (rice_counts, rice_off) = layout::rice_buffers(&program);
-    let scratch_floats = bufs.floats[0] + bufs.floats[1] + rice_counts + rice_off;
+    let scratch_floats = bufs.floats[0]
+        + bufs.floats[1]
+        + rice_counts
+        + rice_off
+        + layout::xnor_buffer_words(&program);
     let ram = mem.arena_bytes as u64 + 4 * scratch_floats as u64;
     let layers: Vec<LayerReport> = program
         .mat_layers()

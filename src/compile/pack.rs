@@ -19,6 +19,8 @@
 //! * `rice`: the same binary weights as a Rice-coded stream of the gaps
 //!   between kept weights and their signs ([`super::rice`]): near the
 //!   information bound, decoded at run time into RAM.
+//! * `xnor`: the same binary weights for layers whose input is a `Sign`
+//!   output: whole patches as bits, XOR and popcount ([`super::xnor`]).
 //!
 //! `unpack` inverts every packing; for f32, sparse and binary the round trip
 //! is bit-exact (tested).
@@ -35,17 +37,19 @@ pub enum Format {
     Sparse,
     Binary,
     Rice,
+    Xnor,
 }
 
 impl Format {
     /// All formats, in the order `--format` lists them.
-    pub const ALL: [Format; 6] = [
+    pub const ALL: [Format; 7] = [
         Format::F32,
         Format::F16,
         Format::Int8,
         Format::Sparse,
         Format::Binary,
         Format::Rice,
+        Format::Xnor,
     ];
 
     /// The `--format` name.
@@ -57,6 +61,7 @@ impl Format {
             Format::Sparse => "sparse",
             Format::Binary => "binary",
             Format::Rice => "rice",
+            Format::Xnor => "xnor",
         }
     }
 
@@ -100,6 +105,7 @@ pub enum Packed {
         mask: Option<Vec<u32>>,
     },
     Rice(super::rice::RiceStream),
+    Xnor(super::xnor::XnorWeights),
 }
 
 /// Packed weights and the per-output-channel multiplier they need (`None`:
@@ -133,6 +139,7 @@ impl Packed {
                 4 * signs.len() + mask.as_ref().map_or(0, |m| 4 * m.len())
             }
             Packed::Rice(s) => 4 * s.words.len(),
+            Packed::Xnor(x) => x.bytes(),
         }
     }
 
@@ -145,6 +152,7 @@ impl Packed {
             Packed::Sparse { .. } => Format::Sparse,
             Packed::Binary { .. } => Format::Binary,
             Packed::Rice(_) => Format::Rice,
+            Packed::Xnor(_) => Format::Xnor,
         }
     }
 }
@@ -257,6 +265,13 @@ pub fn pack(
             ),
             packed: Packed::Rice(super::rice::encode(w, cols)),
         },
+        Format::Xnor => PackedWeights {
+            mult: Some(
+                binary_magnitudes(w, rows)
+                    .ok_or("weights are not binary (nonzeros of a row differ in magnitude)")?,
+            ),
+            packed: Packed::Xnor(super::xnor::pack(w, rows, cols, ic)),
+        },
         Format::Binary => {
             let mags = binary_magnitudes(w, rows)
                 .ok_or("weights are not binary (nonzeros of a row differ in magnitude)")?;
@@ -342,6 +357,7 @@ pub fn unpack(p: &PackedWeights, rows: usize, cols: usize, ic: usize) -> Vec<f32
             }
             w
         }
+        Packed::Xnor(x) => super::xnor::unpack(x, p.mult.as_deref().unwrap_or(&[])),
         Packed::Rice(s) => {
             let mut w = vec![0f32; rows * cols];
             for (r, row) in super::rice::decode(s, rows, cols)

@@ -20,6 +20,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("conv8", include_str!("../../models/conv8.toml")),
     ("vgg16", include_str!("../../models/vgg16.toml")),
     ("resnet20", include_str!("../../models/resnet20.toml")),
+    (
+        "resnet20-bnn",
+        include_str!("../../models/resnet20-bnn.toml"),
+    ),
     ("resnet18", include_str!("../../models/resnet18.toml")),
     ("wrn-18-2", include_str!("../../models/wrn-18-2.toml")),
 ];
@@ -50,6 +54,18 @@ pub struct ModelDesc {
     /// resnet: `[channels, blocks, stride]` per stage.
     #[serde(default)]
     pub stages: Vec<[usize; 3]>,
+    /// `relu` (default) or `sign`: binary activations. With `sign` every
+    /// ReLU becomes a Sign; in the resnet family each block's convolutions
+    /// read `Sign` of their input (Bi-Real Net / XNOR-Net style: block
+    /// `x + bn2(conv2(sign(bn1(conv1(sign(x))))))`, real-valued shortcuts,
+    /// no ReLU, so the residual stream keeps its sign information), and
+    /// the stem has no activation.
+    #[serde(default = "default_activation")]
+    pub activation: String,
+}
+
+fn default_activation() -> String {
+    "relu".into()
 }
 
 fn default_input() -> [usize; 3] {
@@ -125,6 +141,8 @@ struct Builder {
     nodes: Vec<Node>,
     shapes: Vec<Vec<usize>>,
     affine_bn: bool,
+    /// Binary activations (`activation = "sign"`).
+    sign: bool,
 }
 
 impl Builder {
@@ -168,8 +186,14 @@ impl Builder {
         });
         self.push(name.to_string(), op, vec![x])
     }
+    /// The description's activation: ReLU, or Sign for binary nets.
     fn relu(&mut self, name: &str, x: usize) -> Result<usize, String> {
-        self.push(name.to_string(), Op::Relu, vec![x])
+        if self.sign {
+            let name = name.replacen("relu", "sign", 1);
+            self.push(name, Op::Sign, vec![x])
+        } else {
+            self.push(name.to_string(), Op::Relu, vec![x])
+        }
     }
 }
 
@@ -205,10 +229,16 @@ pub fn build_from_desc(desc: &ModelDesc, opts: &BuildOptions) -> Result<Graph, S
             "input {c}x{h}x{w} is larger than {MAX_INPUT_ELEMENTS} elements"
         ));
     }
+    let sign = match desc.activation.as_str() {
+        "relu" => false,
+        "sign" => true,
+        other => return Err(format!("unknown activation '{other}' (relu or sign)")),
+    };
     let mut b = Builder {
         nodes: Vec::new(),
         shapes: Vec::new(),
         affine_bn: opts.affine_bn,
+        sign,
     };
     let mut x = b.push(
         "input".into(),
@@ -261,7 +291,9 @@ pub fn build_from_desc(desc: &ModelDesc, opts: &BuildOptions) -> Result<Graph, S
             }
             x = b.conv("conv1", x, scale(desc.stem, m), 3, 1)?;
             x = b.bn("bn1", x)?;
-            x = b.relu("relu1", x)?;
+            if !sign {
+                x = b.relu("relu1", x)?;
+            }
             for (si, st) in desc.stages.iter().enumerate() {
                 let [ch, blocks, stride] = *st;
                 let ch = scale(ch, m);
@@ -272,7 +304,12 @@ pub fn build_from_desc(desc: &ModelDesc, opts: &BuildOptions) -> Result<Graph, S
                     let p = format!("layer{}.{}", si + 1, bi);
                     let s = if bi == 0 { stride } else { 1 };
                     let inp = x;
-                    let mut y = b.conv(&format!("{p}.conv1"), inp, ch, 3, s)?;
+                    let first = if sign {
+                        b.push(format!("{p}.sign0"), Op::Sign, vec![inp])?
+                    } else {
+                        inp
+                    };
+                    let mut y = b.conv(&format!("{p}.conv1"), first, ch, 3, s)?;
                     y = b.bn(&format!("{p}.bn1"), y)?;
                     y = b.relu(&format!("{p}.relu1"), y)?;
                     y = b.conv(&format!("{p}.conv2"), y, ch, 3, 1)?;
@@ -284,7 +321,11 @@ pub fn build_from_desc(desc: &ModelDesc, opts: &BuildOptions) -> Result<Graph, S
                         inp
                     };
                     let sum = b.push(format!("{p}.add"), Op::Add, vec![y, short])?;
-                    x = b.relu(&format!("{p}.relu2"), sum)?;
+                    x = if sign {
+                        sum
+                    } else {
+                        b.relu(&format!("{p}.relu2"), sum)?
+                    };
                 }
             }
             x = b.push("avgpool".into(), Op::GlobalAvgPool, vec![x])?;

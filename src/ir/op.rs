@@ -82,6 +82,11 @@ pub enum Op {
     Relu,
     /// min(max(x, 0), 6)
     Relu6,
+    /// Binary activation: +1 where x ≥ 0, −1 elsewhere. Trained with the
+    /// straight-through estimator (gradient passed where |x| ≤ 1, the
+    /// derivative of hardtanh), as in XNOR-Net / Bi-Real Net. A
+    /// convolution with binary weights reading it compiles to XOR/popcount.
+    Sign,
     MaxPool(Pool),
     AvgPool(Pool),
     /// Mean over H and W: `[C, H, W]` -> `[C]`.
@@ -149,6 +154,7 @@ impl Op {
             Op::BatchNorm(_) => "BatchNorm",
             Op::Relu => "Relu",
             Op::Relu6 => "Relu6",
+            Op::Sign => "Sign",
             Op::MaxPool(_) => "MaxPool",
             Op::AvgPool(_) => "AvgPool",
             Op::GlobalAvgPool => "GlobalAvgPool",
@@ -229,7 +235,7 @@ impl Op {
                 }
                 Ok(s.clone())
             }
-            Op::Relu | Op::Relu6 => Ok(inputs[0].clone()),
+            Op::Relu | Op::Relu6 | Op::Sign => Ok(inputs[0].clone()),
             Op::MaxPool(p) | Op::AvgPool(p) => {
                 let (c, h, w) = chw(inputs[0])?;
                 if p.padding.0 * 2 > p.kernel.0 || p.padding.1 * 2 > p.kernel.1 {

@@ -187,6 +187,9 @@ pub fn export_model(card: &Card, opts: &ExportOptions) -> anyhow::Result<(pb::Mo
                 );
             }
             Op::Relu => b.node("Relu", name, vec![input(0)], &out, vec![]),
+            // ONNX's Sign gives 0 at exactly 0 (cardc: +1); nothing else
+            // differs, and a BatchNorm output is exactly 0 with probability 0.
+            Op::Sign => b.node("Sign", name, vec![input(0)], &out, vec![]),
             Op::Relu6 => {
                 let lo = b.scalar("relu6.min", 0.0);
                 let hi = b.scalar("relu6.max", 6.0);

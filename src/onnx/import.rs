@@ -414,6 +414,9 @@ impl<'a> Mapper<'a> {
             "Conv" => self.conv(node, &at, &name),
             "BatchNormalization" => self.batchnorm(node, &at, &name),
             "Relu" => self.unary(node, Op::Relu, &name),
+            // ONNX's Sign is 0 at exactly 0 where cardc's is +1; the two
+            // agree everywhere else.
+            "Sign" => self.unary(node, Op::Sign, &name),
             "Clip" => self.clip(node, &at, &name),
             "MaxPool" | "AveragePool" => self.pool(node, &at, &name),
             "GlobalAveragePool" => {
@@ -455,7 +458,7 @@ impl<'a> Mapper<'a> {
                 self.flatten(node, x, &name)
             }
             other => bail!(
-                "operator {other} is not supported (supported: Conv, BatchNormalization, Relu, Clip as ReLU6, MaxPool, AveragePool, GlobalAveragePool, Add, Gemm, MatMul, Flatten, Reshape as flatten, Identity, Dropout, Constant)"
+                "operator {other} is not supported (supported: Conv, BatchNormalization, Relu, Clip as ReLU6, Sign, MaxPool, AveragePool, GlobalAveragePool, Add, Gemm, MatMul, Flatten, Reshape as flatten, Identity, Dropout, Constant)"
             ),
         }
     }

@@ -29,6 +29,10 @@ typedef int32_t v8i __attribute__((vector_size(32)));
 /* y = act(acc * m + b) on all 8 lanes (branch-free ReLU/ReLU6). */
 static inline v8 v8_epilogue(v8 acc, float m, float b, int32_t act) {
   v8 zero = v8_zero(), six = zero + 6.0f, v = acc * m + b;
+  if (act == CARDC_ACT_SIGN) {
+    v8i ge = v >= zero;
+    return (v8)((ge & (v8i)(zero + 1.0f)) | (~ge & (v8i)(zero - 1.0f)));
+  }
   if (act != CARDC_ACT_NONE) v = (v8)((v8i)v & (v > zero));
   if (act == CARDC_ACT_RELU6) {
     v8i lt = v < six;
@@ -37,7 +41,9 @@ static inline v8 v8_epilogue(v8 acc, float m, float b, int32_t act) {
   return v;
 }
 #define CARDC_CTZ(x) __builtin_ctz(x)
+#define CARDC_NOINLINE __attribute__((noinline))
 #else
+#define CARDC_NOINLINE
 typedef struct {
   float e[8];
 } v8;
@@ -90,6 +96,7 @@ static v8 v8_epilogue(v8 acc, float m, float b, int32_t act) {
 #define SPARSE_V 8
 
 static float act_apply(float v, int32_t act) {
+  if (act == CARDC_ACT_SIGN) return v >= 0.0f ? 1.0f : -1.0f;
   if (act == CARDC_ACT_RELU) return v > 0.0f ? v : 0.0f;
   if (act == CARDC_ACT_RELU6) return v > 0.0f ? (v < 6.0f ? v : 6.0f) : 0.0f;
   return v;
@@ -336,6 +343,334 @@ static void binary(const cardc_layer *L, const float *s, float *out) {
   }
 }
 
+/* ---- xnor: binary weights on +-1 inputs (XOR and popcount) ---- */
+
+#if defined(__GNUC__)
+#define CARDC_POPCOUNT(x) ((uint32_t)__builtin_popcount(x))
+#else
+static uint32_t cardc_popcount(uint32_t x) {
+  x = x - ((x >> 1) & 0x55555555u);
+  x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+  x = (x + (x >> 4)) & 0x0f0f0f0fu;
+  return (x * 0x01010101u) >> 24;
+}
+#define CARDC_POPCOUNT(x) cardc_popcount(x)
+#endif
+
+#if defined(__aarch64__) && defined(__ARM_NEON) && !defined(CARDC_PORTABLE) && \
+    !defined(CARDC_XNOR_GENERIC)
+#include <arm_neon.h>
+#define CARDC_XNOR_NEON 1
+/* Largest chunk count the NEON path takes: its byte counters sum 4 bytes
+ * of up to 8 per chunk, plus the tail, below 256. */
+#define CARDC_XNOR_NEON_CHUNKS 7
+#endif
+
+/* Packs the signs of the padded input: word plane w, position pos, bit i
+ * set when channel 32*w + i is negative (-1; zero padding packs as +1). */
+static void CARDC_NOINLINE xnor_pack_input(const cardc_layer *L, const float *s, uint32_t *bits,
+                                           size_t positions) {
+  int32_t w, c, cw = (L->ic + 31) / 32;
+  size_t pos = 0;
+  for (w = 0; w < cw; w++) {
+    /* channels 32w .. hi, the highest first: each shifts the word left */
+    int32_t lo = 32 * w, hi = L->ic < lo + 32 ? L->ic - 1 : lo + 31;
+    uint32_t *b = bits + (size_t)w * positions;
+    pos = 0;
+#ifdef CARDC_XNOR_NEON
+    for (; pos + 4 <= positions; pos += 4) {
+      uint32x4_t acc = vdupq_n_u32(0);
+      for (c = hi; c >= lo; c--)
+        acc = vsliq_n_u32(vshrq_n_u32(vreinterpretq_u32_f32(vld1q_f32(s + (size_t)c * positions + pos)), 31),
+                          acc, 1);
+      vst1q_u32(b + pos, acc);
+    }
+#endif
+    for (; pos < positions; pos++) {
+      uint32_t acc = 0;
+      for (c = hi; c >= lo; c--) acc = acc << 1 | (uint32_t)(s[(size_t)c * positions + pos] < 0.0f);
+      b[pos] = acc;
+    }
+  }
+}
+
+#if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__) && \
+    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+/* Little-endian: a word's bit k is byte k/8's bit k%8, so with a multiple
+ * of 8 channels a patch is kh runs of kw*ic/8 bytes, one per kernel row. */
+#define CARDC_XNOR_BYTES 1
+#endif
+
+/* Whether the layer's patches are built from byte rows. */
+static int xnor_bytes(const cardc_layer *L) {
+#ifdef CARDC_XNOR_BYTES
+  return L->ic % 8 == 0;
+#else
+  (void)L;
+  return 0;
+#endif
+}
+
+/* The packed signs as byte rows: padded row y, padded column x, at
+ * rows[(y * sw*wq + x) * ic/8], ic/8 bytes of channels. */
+static void xnor_rows(const cardc_layer *L, const uint32_t *bits, size_t positions, uint8_t *rows) {
+  const int32_t bpp = L->ic / 8, cw = (L->ic + 31) / 32, wp = L->sw * L->wq;
+  int32_t y, x, w, i;
+  for (y = 0; y < L->hp; y++)
+    for (x = 0; x < wp; x++) {
+      size_t pos = ((size_t)(x % L->sw) * (size_t)L->hp + (size_t)y) * (size_t)L->wq +
+                   (size_t)(x / L->sw);
+      uint8_t *d = rows + ((size_t)y * (size_t)wp + (size_t)x) * (size_t)bpp;
+      for (w = 0; w < cw; w++) {
+        uint32_t v = bits[(size_t)w * positions + pos];
+        int32_t n = bpp - 4 * w < 4 ? bpp - 4 * w : 4;
+        if (n == 4)
+          memcpy(d + 4 * w, &v, 4);
+        else
+          for (i = 0; i < n; i++) d[4 * w + i] = (uint8_t)(v >> (8 * i));
+      }
+    }
+}
+
+/* Copies n bytes in 8- or 4-byte moves (the last one overlapping). */
+static void xnor_copy(uint8_t *d, const uint8_t *s, int32_t n) {
+  int32_t i;
+  if (n >= 8) {
+    uint64_t t;
+    for (i = 0; i + 8 <= n; i += 8) {
+      memcpy(&t, s + i, 8);
+      memcpy(d + i, &t, 8);
+    }
+    if (i < n) {
+      memcpy(&t, s + n - 8, 8);
+      memcpy(d + n - 8, &t, 8);
+    }
+  } else if (n >= 4) {
+    uint32_t t;
+    memcpy(&t, s, 4);
+    memcpy(d, &t, 4);
+    memcpy(&t, s + n - 4, 4);
+    memcpy(d + n - 4, &t, 4);
+  } else {
+    for (i = 0; i < n; i++) d[i] = s[i];
+  }
+}
+
+/* The patch bits of the output pixel whose first tap is at position base. */
+static void xnor_patch(const cardc_layer *L, const uint32_t *bits, size_t positions, size_t base,
+                       uint32_t *patch, int32_t rw) {
+  int32_t p, w, taps = L->kh * L->kw, cw = (L->ic + 31) / 32;
+  memset(patch, 0, sizeof(uint32_t) * (size_t)rw);
+  for (p = 0; p < taps; p++) {
+    size_t pos = base + (size_t)L->poff[p];
+    for (w = 0; w < cw; w++) {
+      uint32_t v = bits[(size_t)w * positions + pos];
+      int32_t nb = L->ic - 32 * w, d = p * L->ic + 32 * w, at = d >> 5, sh = d & 31;
+      if (nb > 32) nb = 32;
+      patch[at] |= v << sh;
+      if (sh && sh + nb > 32) patch[at + 1] |= v >> (32 - sh);
+    }
+  }
+}
+
+/* y = act(mult * (kept - 2 * count - corr) + bias) for the n valid pixels
+ * of a block: the +-1 sum is formed exactly in integers first, so that the
+ * result rounds like the reference's (a Sign after it flips on any
+ * difference near 0). */
+static void xnor_store(const cardc_layer *L, int32_t o, const uint32_t cnt[4], const int32_t corr[4],
+                       float *dst, int32_t n) {
+  int32_t l;
+  for (l = 0; l < n; l++) {
+    int32_t t = L->xn_kept[o] - 2 * (int32_t)cnt[l] - corr[l];
+    dst[l] = act_apply(L->mult[o] * (float)t + L->bias[o], L->act);
+  }
+}
+
+#ifdef CARDC_XNOR_NEON
+/* All output channels of one block of four pixels (patches at `patch`, rw
+ * words apart): the patches stay in registers; per output channel and
+ * 128-bit chunk one load of the signs (and of the mask), and per pixel an
+ * EOR (AND), CNT and ADD; pairwise adds gather each pixel's bytes. */
+static inline __attribute__((always_inline)) void xnor_block_neon(
+    const cardc_layer *L, const uint32_t *patch, int32_t rw, const int32_t *cls, int32_t border,
+    float *dst, size_t plane, int32_t n, const int nq, const int tail, const int masked) {
+  uint8x16_t P0[CARDC_XNOR_NEON_CHUNKS], P1[CARDC_XNOR_NEON_CHUNKS],
+      P2[CARDC_XNOR_NEON_CHUNKS], P3[CARDC_XNOR_NEON_CHUNKS], T = vdupq_n_u8(0);
+  const float32x4_t one = vdupq_n_f32(1.0f), zero = vdupq_n_f32(0.0f);
+  /* L's fields in locals: the stores to dst could alias them otherwise */
+  const uint32_t *sign = L->xn_sign, *mask = L->xn_mask;
+  const int32_t *kept = L->xn_kept, *corrs = L->xn_corr;
+  const float *mult = L->mult, *bias = L->bias;
+  const int32_t oc = L->oc, act = L->act, classes = L->xn_classes;
+  int32_t o, c;
+  for (c = 0; c < nq; c++) {
+    P0[c] = vld1q_u8((const uint8_t *)(patch + 4 * c));
+    P1[c] = vld1q_u8((const uint8_t *)(patch + rw + 4 * c));
+    P2[c] = vld1q_u8((const uint8_t *)(patch + 2 * rw + 4 * c));
+    P3[c] = vld1q_u8((const uint8_t *)(patch + 3 * rw + 4 * c));
+  }
+  if (tail) {
+    uint32_t t4[4];
+    t4[0] = patch[4 * nq];
+    t4[1] = patch[rw + 4 * nq];
+    t4[2] = patch[2 * rw + 4 * nq];
+    t4[3] = patch[3 * rw + 4 * nq];
+    T = vreinterpretq_u8_u32(vld1q_u32(t4));
+  }
+  for (o = 0; o < oc; o++) {
+    const uint8_t *ws = (const uint8_t *)(sign + (size_t)o * (size_t)rw);
+    const uint8_t *ms = masked ? (const uint8_t *)(mask + (size_t)o * (size_t)rw) : 0;
+    uint8x16_t a0 = vdupq_n_u8(0), a1 = a0, a2 = a0, a3 = a0, q;
+    int32x4_t t;
+    float32x4_t y;
+    for (c = 0; c < nq; c++) {
+      uint8x16_t w = vld1q_u8(ws + 16 * c), x0 = veorq_u8(P0[c], w), x1 = veorq_u8(P1[c], w),
+                 x2 = veorq_u8(P2[c], w), x3 = veorq_u8(P3[c], w);
+      if (masked) {
+        uint8x16_t m = vld1q_u8(ms + 16 * c);
+        x0 = vandq_u8(x0, m);
+        x1 = vandq_u8(x1, m);
+        x2 = vandq_u8(x2, m);
+        x3 = vandq_u8(x3, m);
+      }
+      a0 = vaddq_u8(a0, vcntq_u8(x0));
+      a1 = vaddq_u8(a1, vcntq_u8(x1));
+      a2 = vaddq_u8(a2, vcntq_u8(x2));
+      a3 = vaddq_u8(a3, vcntq_u8(x3));
+    }
+    /* bytes 4l..4l+3 of q: pixel l's partial counts */
+    q = vpaddq_u8(vpaddq_u8(a0, a1), vpaddq_u8(a2, a3));
+    if (tail) {
+      uint8x16_t x = veorq_u8(T, vld1q_u8(ws + 16 * nq));
+      if (masked) x = vandq_u8(x, vld1q_u8(ms + 16 * nq));
+      q = vaddq_u8(q, vcntq_u8(x));
+    }
+    t = vsubq_s32(vdupq_n_s32(kept[o]),
+                  vreinterpretq_s32_u32(vshlq_n_u32(vpaddlq_u16(vpaddlq_u8(q)), 1)));
+    if (border) {
+      const int32_t *corr = corrs + (size_t)o * (size_t)classes;
+      int32_t c4[4];
+      c4[0] = corr[cls[0]];
+      c4[1] = corr[cls[1]];
+      c4[2] = corr[cls[2]];
+      c4[3] = corr[cls[3]];
+      t = vsubq_s32(t, vld1q_s32(c4));
+    }
+    y = vmlaq_n_f32(vdupq_n_f32(bias[o]), vcvtq_f32_s32(t), mult[o]);
+    if (act == CARDC_ACT_SIGN)
+      y = vbslq_f32(vcgeq_f32(y, zero), one, vnegq_f32(one));
+    else if (act != CARDC_ACT_NONE) {
+      y = vbslq_f32(vcgtq_f32(y, zero), y, zero);
+      if (act == CARDC_ACT_RELU6) y = vminq_f32(y, vdupq_n_f32(6.0f));
+    }
+    if (n == 4) {
+      vst1q_f32(dst + (size_t)o * plane, y);
+    } else {
+      float y4[4];
+      int32_t l;
+      vst1q_f32(y4, y);
+      for (l = 0; l < n; l++) dst[(size_t)o * plane + (size_t)l] = y4[l];
+    }
+  }
+}
+
+#define XNOR_NEON_CASE(NQ)                                                                   \
+  case NQ:                                                                                   \
+    if (L->xn_tail) {                                                                        \
+      if (L->xn_mask)                                                                        \
+        xnor_block_neon(L, patch, rw, cls, border, dst, plane, n, NQ, 1, 1);                 \
+      else                                                                                   \
+        xnor_block_neon(L, patch, rw, cls, border, dst, plane, n, NQ, 1, 0);                 \
+    } else if (L->xn_mask) {                                                                 \
+      xnor_block_neon(L, patch, rw, cls, border, dst, plane, n, NQ, 0, 1);                   \
+    } else {                                                                                 \
+      xnor_block_neon(L, patch, rw, cls, border, dst, plane, n, NQ, 0, 0);                   \
+    }                                                                                        \
+    return;
+#endif
+
+/* Every output channel of one block of four pixels (n of them valid). */
+static void CARDC_NOINLINE xnor_block(const cardc_layer *L, const uint32_t *patch, int32_t rw,
+                                      const int32_t *cls, int32_t border, float *dst,
+                                      size_t plane, int32_t n) {
+  int32_t o, l, w, words = 4 * L->xn_chunks + (L->xn_tail ? 1 : 0);
+#ifdef CARDC_XNOR_NEON
+  switch (L->xn_chunks) {
+    XNOR_NEON_CASE(0)
+    XNOR_NEON_CASE(1)
+    XNOR_NEON_CASE(2)
+    XNOR_NEON_CASE(3)
+    XNOR_NEON_CASE(4)
+    XNOR_NEON_CASE(5)
+    XNOR_NEON_CASE(6)
+    XNOR_NEON_CASE(7)
+    default:
+      break;
+  }
+#endif
+  for (o = 0; o < L->oc; o++) {
+    const uint32_t *ws = L->xn_sign + (size_t)o * (size_t)rw;
+    const uint32_t *ms = L->xn_mask ? L->xn_mask + (size_t)o * (size_t)rw : 0;
+    uint32_t cnt[4];
+    int32_t corr[4];
+    for (l = 0; l < 4; l++) {
+      uint32_t c = 0;
+      for (w = 0; w < words; w++) {
+        uint32_t x = patch[(size_t)l * (size_t)rw + (size_t)w] ^ ws[w];
+        c += CARDC_POPCOUNT(ms ? x & ms[w] : x);
+      }
+      cnt[l] = c;
+      corr[l] = border ? L->xn_corr[(size_t)o * (size_t)L->xn_classes + (size_t)cls[l]] : 0;
+    }
+    xnor_store(L, o, cnt, corr, dst + (size_t)o * plane, n);
+  }
+}
+
+/* xnor layer: pack the input signs once, then per block of four output
+ * pixels of a row build their patches and count against every channel. */
+/* RAM layout of xn_bits: the packed signs ([ceil(ic/32)][positions]
+ * words), four patches (rw words each), and with a multiple of 8 channels
+ * the byte rows (xnor_rows). cardc's xnor::ram_words sizes it. */
+static void CARDC_NOINLINE xnor(const cardc_layer *L, const float *s, float *out) {
+  const size_t positions = (size_t)L->sw * (size_t)L->hp * (size_t)L->wq;
+  const int32_t rw = 4 * L->xn_chunks + 4 * L->xn_tail, bytes = xnor_bytes(L);
+  const int32_t run = L->kw * L->ic / 8, rowlen = L->sw * L->wq * (L->ic / 8);
+  uint32_t *bits = L->xn_bits, *patch = bits + positions * (size_t)((L->ic + 31) / 32);
+  uint8_t *rows = (uint8_t *)(patch + 4 * (size_t)rw);
+  int32_t oy, ox0, l, ky;
+  xnor_pack_input(L, s, bits, positions);
+  if (bytes) {
+    xnor_rows(L, bits, positions, rows);
+    /* bytes past the patch's kh*kw*ic/8 stay zero */
+    memset(patch, 0, sizeof(uint32_t) * 4 * (size_t)rw);
+  }
+  for (oy = 0; oy < L->oh; oy++) {
+    int32_t rowc = L->xn_rowc ? L->xn_rowc[oy] : 0;
+    for (ox0 = 0; ox0 < L->ow; ox0 += 4) {
+      int32_t n = L->ow - ox0 < 4 ? L->ow - ox0 : 4, cls[4], border = rowc != 0;
+      for (l = 0; l < 4; l++) {
+        int32_t ox = ox0 + (l < n ? l : 0), colc = L->xn_colc ? L->xn_colc[ox] : 0;
+        if (bytes) {
+          uint8_t *pb = (uint8_t *)(patch + (size_t)l * (size_t)rw);
+          const uint8_t *src = rows + (size_t)oy * (size_t)L->sh * (size_t)rowlen +
+                               (size_t)ox * (size_t)L->sw * (size_t)(L->ic / 8);
+          for (ky = 0; ky < L->kh; ky++)
+            xnor_copy(pb + (size_t)ky * (size_t)run, src + (size_t)ky * (size_t)rowlen, run);
+        } else {
+          xnor_patch(L, bits, positions, (size_t)oy * (size_t)L->sh * (size_t)L->wq + (size_t)ox,
+                     patch + (size_t)l * (size_t)rw, rw);
+        }
+        cls[l] = rowc * L->xn_colclasses + colc;
+        border |= colc != 0;
+      }
+      if (!L->xn_corr) border = 0;
+      xnor_block(L, patch, rw, cls, border,
+                 out + (size_t)oy * (size_t)L->out_row + (size_t)ox0 + (size_t)L->out_base,
+                 (size_t)L->out_plane, n);
+    }
+  }
+}
+
 static uint32_t rice_bit(const uint32_t *w, uint32_t *at) {
   const uint32_t b = (w[*at >> 5] >> (*at & 31u)) & 1u;
   (*at)++;
@@ -441,6 +776,9 @@ void cardc_mat(const cardc_layer *L, const float *in, float *out, float *scratch
     case CARDC_BINARY_RICE:
       rice_decode(L);
       lists(L, s, out);
+      break;
+    case CARDC_XNOR:
+      xnor(L, s, out);
       break;
     default:
       lists(L, s, out);

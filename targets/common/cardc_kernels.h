@@ -28,6 +28,12 @@
  *  - binary lists (binary layers where this is no larger than the words):
  *    per output channel npos[o] offsets under +1 signs, then nneg[o] under
  *    -1 signs; the weight is +-mult[o].
+ *  - xnor (binary weights on a Sign output, whose inputs are +-1): per
+ *    output channel the whole patch ([kh][kw][ic] bits, bit set = -1) as
+ *    xn_chunks blocks of 4 words and, if xn_tail, one <= 32-bit tail word
+ *    repeated 4 times; y = act(mult[o] * (kept[o] - 2 * popcount(mask &
+ *    (x ^ s)) - corr) + bias[o]), where corr corrects for zero padding
+ *    packing as +1 (cardc's src/compile/xnor.rs).
  */
 #ifndef CARDC_KERNELS_H
 #define CARDC_KERNELS_H
@@ -38,6 +44,7 @@
 #define CARDC_ACT_NONE 0
 #define CARDC_ACT_RELU 1
 #define CARDC_ACT_RELU6 2
+#define CARDC_ACT_SIGN 3 /* +1 where x >= 0, else -1 */
 
 /* Output channels per dense weight block (cardc's DENSE_J). */
 #define CARDC_J 4
@@ -50,6 +57,7 @@
 #define CARDC_BINARY 4
 #define CARDC_BINARY_LISTS 5
 #define CARDC_BINARY_RICE 6
+#define CARDC_XNOR 7
 
 /* One matrix layer: geometry, padded-input layout, bias and multipliers,
  * and the weights of exactly one format (the others are NULL). */
@@ -84,6 +92,17 @@ typedef struct cardc_layer {
   int32_t rice_k;
   uint32_t *rice_counts;
   uint32_t *rice_off;
+  /* xnor: signs and masks ([oc][4*chunks + 4*tail] words; mask NULL when all
+   * kept), kept weights per output channel, the padding corrections
+   * corr[o][row class][col class] (the sign sum of the padded taps) with
+   * the classes of output rows and columns, and RAM for the packed input
+   * signs and four pixels' patches. */
+  const uint32_t *xn_sign;
+  const uint32_t *xn_mask;
+  int32_t xn_chunks, xn_tail, xn_classes, xn_colclasses;
+  const int32_t *xn_kept, *xn_corr;
+  const uint8_t *xn_rowc, *xn_colc;
+  uint32_t *xn_bits;
 } cardc_layer;
 
 /* Convolution / linear layer: [ic][ih][iw] -> [oc][oh][ow] (or the output

@@ -214,6 +214,19 @@ fn norm_pool_and_elementwise_ops_match_the_cpu_backend() {
             ],
         ),
         (
+            "BN + Sign (straight-through) into a conv, Sign into pooling",
+            vec![
+                input(3, 6, 6),
+                node("c1", conv(3, 8, (3, 3), (1, 1), (1, 1), 1, false), &[0]),
+                node("bn", bn(8, true), &[1]),
+                node("s1", Op::Sign, &[2]),
+                node("c2", conv(8, 4, (3, 3), (1, 1), (1, 1), 1, true), &[3]),
+                node("s2", Op::Sign, &[4]),
+                node("gap", Op::GlobalAvgPool, &[5]),
+                node("fc", linear(4, 3, true), &[6]),
+            ],
+        ),
+        (
             "residual: add of two branches, x + x, BN on vectors",
             vec![
                 input(3, 5, 5),

@@ -23,3 +23,4 @@ mod prune;
 mod quantize;
 mod robust;
 mod shader;
+mod xnor;

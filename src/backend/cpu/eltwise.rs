@@ -1,4 +1,4 @@
-//! Elementwise operators (ReLU, ReLU6, Add) and the vectorisable reductions
+//! Elementwise operators (ReLU, ReLU6, Sign, Add) and the vectorisable reductions
 //! the other kernels share.
 
 use rayon::prelude::*;
@@ -17,6 +17,28 @@ pub fn relu_inplace(x: &mut [f32]) {
 pub fn relu6_inplace(x: &mut [f32]) {
     x.par_chunks_mut(CHUNK)
         .for_each(|c| c.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)));
+}
+
+/// In-place binary activation: `+1` where `x ≥ 0`, `−1` elsewhere (NaN
+/// gives −1, as `x ≥ 0` is false; every backend and the compiled kernels
+/// use the same comparison).
+pub fn sign_inplace(x: &mut [f32]) {
+    x.par_chunks_mut(CHUNK).for_each(|c| {
+        c.iter_mut()
+            .for_each(|v| *v = if *v >= 0.0 { 1.0 } else { -1.0 })
+    });
+}
+
+/// Sign backward (straight-through estimator) from the saved input: the
+/// gradient passes where `|x| ≤ 1`, the derivative of hardtanh.
+pub fn sign_backward(dy: &mut [f32], x: &[f32]) {
+    dy.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(d, x)| {
+            for (d, &x) in d.iter_mut().zip(x) {
+                *d = if x.abs() <= 1.0 { *d } else { 0.0 };
+            }
+        });
 }
 
 /// ReLU backward from the saved output: `dy *= (y > 0)`.
@@ -145,4 +167,20 @@ pub fn col_sum_and_dot_dev(dy: &[f32], x: &[f32], c: usize, mean: &[f32]) -> (Ve
         }
     });
     (s1, s2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_is_plus_one_from_zero_and_passes_gradients_within_one() {
+        let x = [-2.0, -1.0, -0.5, -0.0, 0.0, 0.25, 1.0, 1.5, f32::NAN];
+        let mut y = x;
+        sign_inplace(&mut y);
+        assert_eq!(y, [-1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0]);
+        let mut dy = [3.0f32; 9];
+        sign_backward(&mut dy, &x);
+        assert_eq!(dy, [0.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 0.0, 0.0]);
+    }
 }

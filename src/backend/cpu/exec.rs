@@ -82,7 +82,8 @@ fn get<'v>(values: &'v [Option<Vec<f32>>], j: usize, name: &str) -> anyhow::Resu
 /// an eval-mode BatchNorm does not (its backward is a fixed scale).
 fn backward_reads_input(op: &Op, mode: Mode) -> bool {
     match op {
-        Op::Conv2d(_) | Op::Linear(_) => true,
+        // Sign's straight-through gradient passes where |x| ≤ 1.
+        Op::Conv2d(_) | Op::Linear(_) | Op::Sign => true,
         Op::BatchNorm(_) => mode == Mode::Train,
         _ => false,
     }
@@ -257,6 +258,11 @@ impl<'m> Prepared<'m> {
                     eltwise::relu6_inplace(&mut y);
                     y
                 }
+                Op::Sign => {
+                    let mut y = take(ins[0], &mut values)?;
+                    eltwise::sign_inplace(&mut y);
+                    y
+                }
                 Op::MaxPool(p) | Op::AvgPool(p) => {
                     let (c, _) = cs(&self.shapes[i]);
                     let g = PoolGeom::new(p, b, c, hw(&self.shapes[ins[0]]), hw(&self.shapes[i]));
@@ -403,6 +409,10 @@ impl<'m> Prepared<'m> {
                 }
                 Op::Relu6 => {
                     eltwise::relu6_backward(&mut dy, value(i)?);
+                    into.push((ins[0], dy));
+                }
+                Op::Sign => {
+                    eltwise::sign_backward(&mut dy, value(ins[0])?);
                     into.push((ins[0], dy));
                 }
                 Op::MaxPool(p) | Op::AvgPool(p) => {

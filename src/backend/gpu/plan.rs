@@ -539,9 +539,9 @@ impl Plan {
                         total,
                     );
                 }
-                Op::Relu | Op::Relu6 => {
-                    let x = x.context("relu without input")?;
-                    let flags = if matches!(node.op, Op::Relu6) { 2 } else { 0 };
+                Op::Relu | Op::Relu6 | Op::Sign => {
+                    let x = x.context("activation without input")?;
+                    let flags = act_flags(&node.op);
                     rec.elementwise(
                         op("relu_fwd"),
                         &[u(total), 0, 0, flags],
@@ -806,13 +806,15 @@ impl Plan {
                             );
                         }
                     }
-                    Op::Relu | Op::Relu6 => {
-                        let flags = if matches!(node.op, Op::Relu6) { 2 } else { 0 };
-                        if let Some((dx, acc)) = target(node.inputs[0]) {
+                    Op::Relu | Op::Relu6 | Op::Sign => {
+                        let j = node.inputs[0];
+                        // ReLUs mask by their output, Sign by its input.
+                        let saved = if matches!(node.op, Op::Sign) { j } else { i };
+                        if let Some((dx, acc)) = target(j) {
                             rec.elementwise(
                                 op("relu_bwd"),
-                                &[u(total), 0, 0, flags | acc],
-                                io(&[&acts[i], dy], &[&dx]),
+                                &[u(total), 0, 0, act_flags(&node.op) | acc],
+                                io(&[&acts[saved], dy], &[&dx]),
                                 total,
                             );
                         }
@@ -1055,4 +1057,14 @@ fn linear_geom(
     g[20] = 1;
     g[21] = 0;
     g
+}
+
+/// The `flags` of `relu_fwd`/`relu_bwd` (shaders/ops.wgsl) for an
+/// activation: 2 clips at 6 (ReLU6), 8 is the binary Sign.
+fn act_flags(op: &Op) -> u32 {
+    match op {
+        Op::Relu6 => 2,
+        Op::Sign => 8,
+        _ => 0,
+    }
 }

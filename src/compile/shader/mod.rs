@@ -18,7 +18,7 @@ pub mod run;
 pub mod translate;
 
 use super::lower::{Act, Program, Step};
-use super::pack::{Increments, Packed};
+use super::pack::{Format, Increments, Packed};
 use super::{FormatChoice, LayerReport, Options, Report, plan, target::Target};
 use crate::card::Card;
 use anyhow::{Context, bail};
@@ -178,7 +178,7 @@ fn format_kernel(p: &Packed) -> Option<(u32, &'static str)> {
         Packed::Int8(_) => (2, "matrix_int8"),
         Packed::Sparse { .. } => (3, "matrix_sparse"),
         Packed::Binary { .. } => (4, "matrix_binary"),
-        Packed::Rice(_) => return None,
+        Packed::Rice(_) | Packed::Xnor(_) => return None,
     })
 }
 
@@ -412,7 +412,7 @@ fn emit(
                             p.mask_off = blob.u32s(m)?;
                         }
                     }
-                    Packed::Rice(_) => unreachable!("refused by format_kernel"),
+                    Packed::Rice(_) | Packed::Xnor(_) => unreachable!("refused by format_kernel"),
                 }
                 let weight_words = blob.words.len() - start;
                 if let Some(m) = &layer.packed.mult {
@@ -576,10 +576,30 @@ fn emit(
     })
 }
 
+/// The shaders have no XOR/popcount kernel: layers the cost model gave the
+/// xnor format run as binary (the same weights, on the ±1 inputs as
+/// floats); asking for xnor is an error.
+fn binary_for_xnor(program: &mut Program, format: FormatChoice) -> anyhow::Result<()> {
+    for layer in program.mat_layers_mut() {
+        if layer.packed.packed.format() != Format::Xnor {
+            continue;
+        }
+        if format == FormatChoice::Force(Format::Xnor) {
+            bail!(
+                "layer '{}': the xnor format has no GPU kernel; use --format binary (or auto) for shader targets",
+                layer.name
+            );
+        }
+        layer.packed = layer.pack(Format::Binary)?;
+    }
+    Ok(())
+}
+
 /// Lowers, packs and plans `card` and lays it out for shader target
 /// `target` (nothing written).
 pub fn plan_card(card: &Card, opts: &Options, target: &Target) -> anyhow::Result<Emitted> {
-    let (program, _, _) = super::lower_with_formats(card, opts.format, opts.max_flash)?;
+    let (mut program, _, _) = super::lower_with_formats(card, opts.format, opts.max_flash)?;
+    binary_for_xnor(&mut program, opts.format)?;
     let (defs, reads) = program.defs_and_reads();
     let sizes: Vec<usize> = program.values.iter().map(|&n| 4 * n).collect();
     let iv = plan::lifetimes(&sizes, &defs, &reads, program.output, program.steps.len());

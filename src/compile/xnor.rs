@@ -1,0 +1,326 @@
+//! The `xnor` weight format: binary weights applied to binary inputs.
+//!
+//! A convolution whose input is a `Sign` output sees only ±1 values, so
+//! with binary weights (`±α` where kept) each output is
+//! `α · (kept − 2 · popcount(mask & (x ⊕ s)))` over the patch's bits, where
+//! a set bit means −1 in both the input `x` and the signs `s`: XOR and
+//! popcount instead of adds (XNOR-Net; Larq Compute Engine's bconv).
+//!
+//! Layout. The patch of an output pixel is `K = kh·kw·ic` bits in the
+//! weights' `[kh][kw][ic]` order, bit `k` in 32-bit word `k / 32`. Each
+//! output channel's row holds `chunks` blocks of 128 bits (four words, one
+//! NEON register) and, when the last `K mod 128` bits are 32 or fewer, a
+//! *tail*: that one word repeated four times, so that one register holds
+//! the tails of four pixels at once (ResNet-20's 3×3 convolutions: K = 144,
+//! 288 and 576 bits: 1 chunk + a 16-bit tail, 2 chunks + a 32-bit tail, and
+//! 5 chunks). Unused bits are zero in signs, masks and patches.
+//!
+//! Padding. The kernels read the zero-padded input, and a 0 packs as a
+//! clear bit, i.e. +1. The patch sum over the padded taps is then
+//! `Σ kept sign` of those taps' weights, which depends only on the output
+//! channel and on which taps fall outside the image; [`corrections`]
+//! tabulates it per class of output rows × class of output columns.
+
+use super::lower::Geom;
+
+/// Packed `xnor` weights of one layer (`rows` output channels).
+#[derive(Clone, Debug, PartialEq)]
+pub struct XnorWeights {
+    /// Patch length in bits, `kh·kw·ic`.
+    pub bits: usize,
+    /// Input channels (bits per kernel position).
+    pub ic: usize,
+    /// 128-bit blocks per row.
+    pub chunks: usize,
+    /// Whether a row ends with a ≤ 32-bit tail word repeated four times.
+    pub tail: bool,
+    /// `[rows][row_words]`, bit set = −1.
+    pub signs: Vec<u32>,
+    /// Same shape, bit set = kept; `None` when every weight is kept.
+    pub mask: Option<Vec<u32>>,
+    /// Kept weights per row.
+    pub kept: Vec<u32>,
+    /// Per row and kernel position: the sum of the kept weights' signs
+    /// (+1 / −1), what a position of zero padding contributes.
+    pub position_sums: Vec<i32>,
+}
+
+/// Chunks and tail for a patch of `bits` bits.
+pub fn shape(bits: usize) -> (usize, bool) {
+    let rest = bits % 128;
+    if rest > 0 && rest <= 32 {
+        (bits / 128, true)
+    } else {
+        (bits.div_ceil(128), false)
+    }
+}
+
+impl XnorWeights {
+    /// 32-bit words per row: four per chunk, four for the tail.
+    pub fn row_words(&self) -> usize {
+        4 * self.chunks + if self.tail { 4 } else { 0 }
+    }
+
+    /// The word of row `r` holding patch bit `k`, and the bit within it.
+    fn word_of(&self, r: usize, k: usize) -> (usize, u32) {
+        (r * self.row_words() + k / 32, 1u32 << (k % 32))
+    }
+
+    /// Bytes in flash: signs and masks.
+    pub fn bytes(&self) -> usize {
+        4 * (self.signs.len() + self.mask.as_ref().map_or(0, Vec::len))
+    }
+}
+
+/// Packs binary rows `w` (`rows` × `cols`, patch order `[kh][kw][ic]`,
+/// every nonzero of a row of one magnitude: see
+/// [`super::pack::binary_magnitudes`]).
+pub fn pack(w: &[f32], rows: usize, cols: usize, ic: usize) -> XnorWeights {
+    let (chunks, tail) = shape(cols);
+    let mut x = XnorWeights {
+        bits: cols,
+        ic,
+        chunks,
+        tail,
+        signs: Vec::new(),
+        mask: None,
+        kept: vec![0; rows],
+        position_sums: vec![0; rows * (cols / ic.max(1))],
+    };
+    let rw = x.row_words();
+    let mut signs = vec![0u32; rows * rw];
+    let mut mask = vec![0u32; rows * rw];
+    let positions = cols / ic.max(1);
+    for (r, row) in w.chunks(cols.max(1)).enumerate() {
+        for (k, &v) in row.iter().enumerate() {
+            if v == 0.0 {
+                continue;
+            }
+            let (at, bit) = x.word_of(r, k);
+            mask[at] |= bit;
+            let neg = v < 0.0;
+            if neg {
+                signs[at] |= bit;
+            }
+            x.kept[r] += 1;
+            x.position_sums[r * positions + k / ic] += if neg { -1 } else { 1 };
+        }
+    }
+    if tail {
+        // The tail word, repeated in the row's last four words.
+        for r in 0..rows {
+            let t = r * rw + 4 * chunks;
+            for v in [&mut signs, &mut mask] {
+                let word = v[t];
+                v[t + 1..t + 4].fill(word);
+            }
+        }
+    }
+    let all_kept = x.kept.iter().all(|&k| k as usize == cols);
+    x.signs = signs;
+    x.mask = (!all_kept).then_some(mask);
+    x
+}
+
+/// The weights `x` computes with (`rows` × `bits`), `±mult[r]` where kept:
+/// the inverse of [`pack`].
+pub fn unpack(x: &XnorWeights, mult: &[f32]) -> Vec<f32> {
+    let rows = x.kept.len();
+    let mut w = vec![0f32; rows * x.bits];
+    for (r, &m) in mult.iter().enumerate().take(rows) {
+        for k in 0..x.bits {
+            let (at, bit) = x.word_of(r, k);
+            if x.mask.as_ref().is_none_or(|mk| mk[at] & bit != 0) {
+                w[r * x.bits + k] = if x.signs[at] & bit != 0 { -m } else { m };
+            }
+        }
+    }
+    w
+}
+
+/// What zero padding adds to the patch sums, by class of output pixel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Corrections {
+    /// Per output row its class (0: every kernel row inside the image).
+    pub row_class: Vec<u8>,
+    /// Per output column its class (0: every kernel column inside).
+    pub col_class: Vec<u8>,
+    /// Column classes.
+    pub col_classes: usize,
+    /// `[oc][row classes][col classes]`: the padded taps' sign sum, which
+    /// the kernels subtract (`y = mult · (kept − 2·count − sum) + bias`).
+    pub sums: Vec<i32>,
+}
+
+/// Per output coordinate, the set of kernel offsets that fall outside
+/// `[0, len)` (as a bit set), numbered as classes with the empty set 0.
+fn classes(out: usize, stride: usize, pad: usize, k: usize, len: usize) -> (Vec<u8>, Vec<u64>) {
+    let mut sets = vec![0u64];
+    let mut class = Vec::with_capacity(out);
+    for o in 0..out {
+        let set = (0..k)
+            .filter(|&t| {
+                let at = (o * stride + t) as i64 - pad as i64;
+                at < 0 || at >= len as i64
+            })
+            .fold(0u64, |s, t| s | 1 << t);
+        let id = sets.iter().position(|&s| s == set).unwrap_or_else(|| {
+            sets.push(set);
+            sets.len() - 1
+        });
+        class.push(id as u8);
+    }
+    (class, sets)
+}
+
+/// The padding corrections of `x` on geometry `g`; `None` when the kernel
+/// is wider than 64 or has more than 255 classes a side (no such layer
+/// compiles to xnor: [`supported`]).
+pub fn corrections(x: &XnorWeights, g: &Geom) -> Option<Corrections> {
+    if !supported(g) {
+        return None;
+    }
+    let (row_class, row_sets) = classes(g.oh, g.sh, g.ph, g.kh, g.ih);
+    let (col_class, col_sets) = classes(g.ow, g.sw, g.pw, g.kw, g.iw);
+    let positions = g.kh * g.kw;
+    let mut sums_out = Vec::with_capacity(g.oc * row_sets.len() * col_sets.len());
+    for o in 0..g.oc {
+        let sums = &x.position_sums[o * positions..(o + 1) * positions];
+        for &rs in &row_sets {
+            for &cs in &col_sets {
+                let outside: i32 = (0..positions)
+                    .filter(|p| rs >> (p / g.kw) & 1 == 1 || cs >> (p % g.kw) & 1 == 1)
+                    .map(|p| sums[p])
+                    .sum();
+                sums_out.push(outside);
+            }
+        }
+    }
+    Some(Corrections {
+        row_class,
+        col_class,
+        col_classes: col_sets.len(),
+        sums: sums_out,
+    })
+}
+
+/// Whether the xnor kernels handle `g`: kernels up to 64 wide and tall
+/// (class sets are 64-bit) with at most 255 classes of rows or columns.
+pub fn supported(g: &Geom) -> bool {
+    g.kh <= 64 && g.kw <= 64 && 2 * g.ph.max(g.pw) + 1 < 255
+}
+
+/// 32-bit words of RAM a layer needs (`xnor` in cardc_kernels.c): one bit
+/// per padded input element, rounded up to whole words per position; the
+/// patches of four pixels; and with a multiple of 8 input channels the
+/// same bits again as byte rows, from which patches are copied.
+pub fn ram_words(x: &XnorWeights, g: &Geom) -> usize {
+    let padded = super::layout::Padded::of(g);
+    let rows = if g.ic.is_multiple_of(8) {
+        (padded.cstride * g.ic / 8).div_ceil(4)
+    } else {
+        0
+    };
+    padded.cstride * g.ic.div_ceil(32) + 4 * x.row_words() + rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binary_rows(rows: usize, cols: usize, seed: u64, zero_frac: f32) -> Vec<f32> {
+        let mut r = crate::rng::Rng::new(seed);
+        (0..rows * cols)
+            .map(|i| {
+                let m = 0.5 + (i / cols) as f32;
+                if r.uniform() < zero_frac {
+                    0.0
+                } else if r.uniform() < 0.5 {
+                    -m
+                } else {
+                    m
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shapes_use_a_tail_only_for_short_remainders() {
+        assert_eq!(shape(144), (1, true));
+        assert_eq!(shape(288), (2, true));
+        assert_eq!(shape(576), (5, false));
+        assert_eq!(shape(128), (1, false));
+        assert_eq!(shape(27), (0, true));
+        assert_eq!(shape(200), (2, false));
+    }
+
+    #[test]
+    fn packing_round_trips_bit_exactly() {
+        for (cols, ic) in [
+            (144, 16),
+            (288, 32),
+            (576, 64),
+            (27, 3),
+            (9 * 37, 37),
+            (200, 200),
+        ] {
+            for zf in [0.0, 0.6, 1.0] {
+                let rows = 5;
+                let w = binary_rows(rows, cols, cols as u64, zf);
+                let x = pack(&w, rows, cols, ic);
+                assert_eq!(x.mask.is_none(), zf == 0.0, "cols {cols} zf {zf}");
+                let mult: Vec<f32> = (0..rows).map(|r| 0.5 + r as f32).collect();
+                let back = unpack(&x, &mult);
+                assert!(
+                    back.iter().zip(&w).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "cols {cols} zf {zf}"
+                );
+                let kept = w.iter().filter(|&&v| v != 0.0).count() as u32;
+                assert_eq!(x.kept.iter().sum::<u32>(), kept);
+                if x.tail {
+                    for r in 0..rows {
+                        let t = r * x.row_words() + 4 * x.chunks;
+                        assert!(x.signs[t..t + 4].iter().all(|&s| s == x.signs[t]));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn corrections_sum_the_signs_of_the_padded_taps() {
+        // One output channel over a 3×3 kernel on a 4×4 image, padding 1.
+        let g = Geom {
+            ih: 4,
+            iw: 4,
+            ic: 2,
+            oh: 4,
+            ow: 4,
+            oc: 1,
+            kh: 3,
+            kw: 3,
+            sh: 1,
+            sw: 1,
+            ph: 1,
+            pw: 1,
+        };
+        let w = binary_rows(1, 18, 7, 0.3);
+        let x = pack(&w, 1, 18, 2);
+        let c = corrections(&x, &g).unwrap();
+        assert_eq!(c.row_class, vec![1, 0, 0, 2]);
+        assert_eq!(c.col_class, vec![1, 0, 0, 2]);
+        let sign = |k: usize| (w[k] > 0.0) as i32 - (w[k] < 0.0) as i32;
+        for (oy, ox) in [(0, 0), (0, 2), (3, 3), (1, 1)] {
+            let mut outside = 0;
+            for k in 0..18 {
+                let (ky, kx) = (k / 2 / 3, k / 2 % 3);
+                let (y, xx) = (oy as i64 + ky as i64 - 1, ox as i64 + kx as i64 - 1);
+                if !(0..4).contains(&y) || !(0..4).contains(&xx) {
+                    outside += sign(k);
+                }
+            }
+            let at = c.row_class[oy] as usize * c.col_classes + c.col_class[ox] as usize;
+            assert_eq!(c.sums[at], outside, "({oy}, {ox})");
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The `xnor` format: binary weights on Sign outputs, compiled to XOR and
+//! popcount. Random binary nets with Sign activations over the shapes the
+//! kernel special-cases (tail-only patches, one to five 128-bit chunks with
+//! and without a tail, partial four-pixel blocks, strides, 1×3 kernels,
+//! zero padding at every border), masked and fully kept, against the
+//! reference forward: on the host under sanitizers, in portable C, and on
+//! arm under QEMU (the NEON kernel).
+
+use crate::compile::{SANITIZE, bn, card_of, compare, conv, model_for, node, opts, random_images};
+use cardc::card::Card;
+use cardc::compile::{self, Format, FormatChoice};
+use cardc::ir::{Conv2d, Graph, Linear, Op};
+use cardc::model::WeightState;
+
+/// Every value a Sign reads has a BatchNorm shift or a bias: a bare
+/// convolution of ±1 inputs can sum to exactly 0, where the reference's
+/// float sum of ±α may land on either side (a tie, not an error).
+/// Patches of 144 bits (1 chunk + tail), 297 (3 chunks), 576 (5 chunks),
+/// 60 (1 chunk), 63 and 20 (tail only); output widths 9, 5, 2 and 1.
+fn sign_graph() -> Graph {
+    let k13 = Op::Conv2d(Conv2d {
+        in_channels: 64,
+        out_channels: 7,
+        kernel: (1, 3),
+        stride: (1, 1),
+        padding: (0, 1),
+        groups: 1,
+        bias: true,
+    });
+    let fc = |i, o| {
+        Op::Linear(Linear {
+            in_features: i,
+            out_features: o,
+            bias: true,
+        })
+    };
+    let nodes = vec![
+        node(
+            "input",
+            Op::Input {
+                channels: 3,
+                height: 9,
+                width: 9,
+            },
+            &[],
+        ),
+        node("c1", conv(3, 16, 3, 1, 1, false), &[0]),
+        node("bn1", bn(16, true), &[1]),
+        node("s1", Op::Sign, &[2]),
+        node("c2", conv(16, 33, 3, 2, 1, false), &[3]),
+        node("bn2", bn(33, false), &[4]),
+        node("s2", Op::Sign, &[5]),
+        node("c3", conv(33, 64, 3, 1, 1, true), &[6]),
+        node("s3", Op::Sign, &[7]),
+        node("c4", conv(64, 64, 3, 1, 1, false), &[8]),
+        node("bn4", bn(64, true), &[9]),
+        node("add", Op::Add, &[10, 8]),
+        node("s4", Op::Sign, &[11]),
+        node("c5", k13, &[12]),
+        node("s5", Op::Sign, &[13]),
+        node("c6", conv(7, 9, 3, 3, 1, true), &[14]),
+        node("s6", Op::Sign, &[15]),
+        node("flatten", Op::Flatten, &[16]),
+        node("fc1", fc(36, 20), &[17]),
+        node("s7", Op::Sign, &[18]),
+        node("classifier", fc(20, 5), &[19]),
+    ];
+    let g = Graph {
+        name: "sign-net".into(),
+        nodes,
+    };
+    g.shapes().expect("valid test graph");
+    g
+}
+
+/// A binary card of `graph`: masked ("binary": one row fully masked, one
+/// fully kept, ~70 % kept elsewhere) or every weight kept.
+fn binary_card(graph: Graph, kept: bool, seed: u64) -> Card {
+    let mut m = model_for(graph, "binary", seed);
+    if kept {
+        for (i, k) in m.prunable() {
+            if let WeightState::Binary { mask, .. } = &mut m.params[i][k].state {
+                mask.fill(true);
+            }
+        }
+    }
+    card_of(m)
+}
+
+/// Compiles `card` with `format` for `target` and checks it against the
+/// reference; returns the layers' formats.
+fn check(card: &Card, target: &str, format: Format, cflags: &[&str], what: &str) -> Vec<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = random_images(card, 4, 5);
+    let (err, agree) = compare(
+        card,
+        tmp.path(),
+        &opts(target, FormatChoice::Force(format)),
+        &ds,
+        cflags,
+    );
+    assert!(err <= 1e-4, "{what}: relative logit error {err}");
+    assert_eq!(agree, 1.0, "{what}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("report.json")).unwrap())
+            .unwrap();
+    report["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["format"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn xnor_layers_match_the_reference_on_the_host() {
+    for kept in [false, true] {
+        let card = binary_card(sign_graph(), kept, 41);
+        let what = format!("kept {kept}");
+        let formats = check(&card, "host", Format::Xnor, SANITIZE, &what);
+        // c1 reads the image and fc1 a flattened Sign: only c1 is not xnor.
+        assert_eq!(formats[0], "binary", "{formats:?}");
+        assert!(formats[1..].iter().all(|f| f == "xnor"), "{formats:?}");
+        let portable: Vec<&str> = SANITIZE
+            .iter()
+            .copied()
+            .chain(["-DCARDC_PORTABLE"])
+            .collect();
+        check(
+            &card,
+            "host",
+            Format::Xnor,
+            &portable,
+            &format!("{what}, portable"),
+        );
+    }
+}
+
+#[test]
+fn auto_picks_xnor_for_binary_layers_on_sign_inputs() {
+    let card = binary_card(sign_graph(), false, 43);
+    let tmp = tempfile::tempdir().unwrap();
+    let r = compile::compile(&card, &opts("host", FormatChoice::Auto), tmp.path()).unwrap();
+    let f: Vec<&str> = r.layers.iter().map(|l| l.format.as_str()).collect();
+    assert_eq!(f[0], "binary");
+    assert!(f[1..].iter().all(|&x| x == "xnor"), "{f:?}");
+    // A non-binary card keeps its formats: xnor needs binary weights.
+    let dense = card_of(model_for(sign_graph(), "dense", 43));
+    let r = compile::compile(&dense, &opts("host", FormatChoice::Auto), tmp.path()).unwrap();
+    assert!(r.layers.iter().all(|l| l.format == "f32"), "{:?}", r.layers);
+}
+
+#[test]
+fn binary_resnet_with_sign_activations_compiles_to_xnor() {
+    let g = cardc::ir::models::build(
+        "resnet20-bnn",
+        &cardc::ir::models::BuildOptions {
+            width_mult: 0.5,
+            affine_bn: false,
+            classes: None,
+        },
+    )
+    .unwrap();
+    for kept in [false, true] {
+        let card = binary_card(g.clone(), kept, 45);
+        let formats = check(
+            &card,
+            "host",
+            Format::Xnor,
+            &["-O2"],
+            &format!("kept {kept}"),
+        );
+        // Every block convolution; not the stem, shortcuts or classifier.
+        assert_eq!(
+            formats.iter().filter(|f| *f == "xnor").count(),
+            18,
+            "{formats:?}"
+        );
+    }
+}
+
+#[test]
+fn xnor_neon_kernel_agrees_under_qemu() {
+    let (t, _) = compile::target::find("arm").unwrap();
+    let missing = t.missing_tools();
+    if !missing.is_empty() {
+        eprintln!("SKIPPED xnor on arm under QEMU: missing {missing:?} (test.sh installs them)");
+        return;
+    }
+    for kept in [false, true] {
+        let card = binary_card(sign_graph(), kept, 47);
+        check(
+            &card,
+            "arm",
+            Format::Xnor,
+            &[],
+            &format!("arm, kept {kept}"),
+        );
+    }
+}
