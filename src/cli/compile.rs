@@ -14,11 +14,13 @@ pub struct CompileArgs {
     /// Output directory (sources, Makefile, report.json).
     #[arg(long)]
     pub out: PathBuf,
-    /// auto | f32 | f16 | int8 | sparse | binary | rice (binary and rice apply to binary layers
-    /// only; rice is the smallest: Rice-coded gaps, decoded into RAM at run time).
+    /// auto | f32 | f16 | int8 | sparse | sparse8 | binary | rice (sparse8: sparse with int8
+    /// values, auto's choice for sparse layers of an int8 card; binary and rice apply to binary
+    /// layers only; rice is the smallest: Rice-coded gaps, decoded into RAM at run time).
     #[arg(long, default_value = "auto")]
     pub format: String,
-    /// Flash budget in bytes: auto quantizes the largest layers until the weights fit.
+    /// Flash budget in bytes: auto Rice-codes binary layers, then quantizes sparse layers
+    /// (sparse8), then the layers int8 shrinks most, until the weights fit.
     #[arg(long)]
     pub max_flash: Option<u64>,
     /// RAM budget in bytes (arena + scratch).
@@ -30,7 +32,9 @@ pub fn run(a: CompileArgs, json: bool) -> anyhow::Result<()> {
     let format = match a.format.as_str() {
         "auto" => FormatChoice::Auto,
         s => FormatChoice::Force(Format::parse(s).ok_or_else(|| {
-            anyhow::anyhow!("--format {s}: expected auto, f32, f16, int8, sparse, binary or rice")
+            anyhow::anyhow!(
+                "--format {s}: expected auto, f32, f16, int8, sparse, sparse8, binary or rice"
+            )
         })?),
     };
     let opts = compile::Options {
