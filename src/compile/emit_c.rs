@@ -2,7 +2,7 @@
 //! laid out by the memory plan, and `cardc_infer` as a straight line of
 //! kernel calls (kernels in `targets/common/cardc_kernels.c`). Weights are
 //! written in the orders the kernels read ([`layout`]): dense blocks of
-//! `DENSE_J` output channels, sparse values with scratch offsets, binary
+//! `DENSE_J` output channels, sparse (f32 or int8) values with scratch offsets, binary
 //! sign/mask words or, for sparse binary layers, offset lists.
 //!
 //! Entry point: `int cardc_infer(const uint8_t *image, float *logits)`.

@@ -496,5 +496,22 @@ mod tests {
             }
         }
         assert_eq!(j, w.iter().filter(|&&v| v != 0.0).count());
+        // Sparse8: the same offsets, with the int8 values.
+        let p8 = pack(&w, g.oc, g.cols(), g.ic, Format::Sparse8).unwrap();
+        let rows8 = sparse8_rows(&p8.packed, &g).unwrap();
+        let scales = p8.mult.unwrap();
+        assert_eq!(
+            (rows8.nnz.clone(), rows8.offsets.clone()),
+            (rows.nnz, rows.offsets)
+        );
+        let mut j = 0;
+        for (o, &n) in rows8.nnz.iter().enumerate() {
+            for _ in 0..n {
+                let q = (rows.values[j] / scales[o]).round() as i8;
+                assert_eq!(rows8.values[j], q);
+                j += 1;
+            }
+        }
+        assert!(sparse_rows(&p8.packed, &g).is_none());
     }
 }
