@@ -356,7 +356,14 @@ pub fn lower(card: &Card) -> anyhow::Result<Program> {
                         layer.bias[o] = layer.bias[o] * s[o] + t[o];
                     }
                     if let Some(grid) = &mut layer.card_int8 {
-                        grid.iter_mut().zip(&s).for_each(|(g, s)| *g *= s.abs());
+                        for (g, s) in grid.iter_mut().zip(&s) {
+                            *g *= s.abs();
+                            // γ = 0 zeroes the folded row: any positive step
+                            // holds it exactly (the max-abs rule's 1).
+                            if *g == 0.0 {
+                                *g = 1.0;
+                            }
+                        }
                     }
                     fused[j] = true;
                     last = j;

@@ -228,10 +228,16 @@ fn int8_scales(
     given: Option<&[f32]>,
 ) -> Result<Vec<f32>, String> {
     if let Some(g) = given {
-        if g.len() != rows || g.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        if g.len() != rows {
             return Err(format!(
-                "{} int8 scales for {rows} output channels (need one positive scale each)",
+                "{} int8 scales for {rows} output channels",
                 g.len()
+            ));
+        }
+        if let Some(o) = g.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(format!(
+                "int8 scale {} of output channel {o} is not a positive number",
+                g[o]
             ));
         }
         return Ok(g.to_vec());
