@@ -25,6 +25,7 @@ const FMT_F16: u32 = 1u;
 const FMT_INT8: u32 = 2u;
 const FMT_SPARSE: u32 = 3u;
 const FMT_BINARY: u32 = 4u;
+const FMT_SPARSE8: u32 = 5u;
 
 struct Params {
     n: u32,          // output elements per image
@@ -48,7 +49,7 @@ struct Params {
     act: u32,        // 0 none, 1 ReLU, 2 ReLU6, 3 Sign
     format: u32,     // FMT_*
     w_off: u32,      // blob offsets (words) of the weights / sparse increments
-    vals_off: u32,   // sparse values
+    vals_off: u32,   // sparse values (f32; sparse8: int8, four per word)
     rows_off: u32,   // sparse row starts (oc + 1 entries)
     mask_off: u32,   // binary keep mask, NONE: all kept
     mult_off: u32,   // per-output-channel multiplier, NONE: 1
@@ -72,6 +73,12 @@ fn element(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 
 fn blob_f32(i: u32) -> f32 {
     return bitcast<f32>(blob[i]);
+}
+
+// Int8 number `idx` of the array at word `off` (four per word, the first
+// in the low byte), as f32.
+fn blob_i8(off: u32, idx: u32) -> f32 {
+    return f32(extractBits(bitcast<i32>(blob[off + idx / 4u]), (idx % 4u) * 8u, 8u));
 }
 
 // The reference's ReLU (v > 0 ? v : 0), ReLU6 and Sign (v >= 0 ? 1 : -1).
@@ -137,7 +144,7 @@ fn dense_weight(idx: u32, o: u32, p: u32, ci: u32, format: u32) -> f32 {
             return half_to_f32((blob[P.w_off + idx / 2u] >> ((idx & 1u) * 16u)) & 0xffffu);
         }
         case 2u: {
-            return f32(extractBits(bitcast<i32>(blob[P.w_off + idx / 4u]), (idx % 4u) * 8u, 8u));
+            return blob_i8(P.w_off, idx);
         }
         default: {
             // Binary: signs (bit set = -1) and the keep mask, bit ci % 32
@@ -179,13 +186,19 @@ fn matrix_layer(gid: vec3<u32>, nwg: vec3<u32>, format: u32) {
     let base = gid.z * P.stride + P.in_off;
     let cols = P.kh * P.kw * P.c;
     var acc = 0.0;
-    if (format == FMT_SPARSE) {
+    if (format == FMT_SPARSE || format == FMT_SPARSE8) {
         var k = 0u;
         for (var j = blob[P.rows_off + o]; j < blob[P.rows_off + o + 1u]; j++) {
             k += sparse_increment(j);
             let p = k / P.c;
             let x = input_at(base, k % P.c, y0 + i32(p / P.kw), x0 + i32(p % P.kw));
-            acc += blob_f32(P.vals_off + j) * x;
+            var w: f32;
+            if (format == FMT_SPARSE8) {
+                w = blob_i8(P.vals_off, j);
+            } else {
+                w = blob_f32(P.vals_off + j);
+            }
+            acc += w * x;
         }
     } else {
         for (var p = 0u; p < P.kh * P.kw; p++) {
@@ -230,6 +243,12 @@ fn matrix_int8(@builtin(global_invocation_id) gid: vec3<u32>,
 fn matrix_sparse(@builtin(global_invocation_id) gid: vec3<u32>,
                  @builtin(num_workgroups) nwg: vec3<u32>) {
     matrix_layer(gid, nwg, FMT_SPARSE);
+}
+
+@compute @workgroup_size(64)
+fn matrix_sparse8(@builtin(global_invocation_id) gid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>) {
+    matrix_layer(gid, nwg, FMT_SPARSE8);
 }
 
 @compute @workgroup_size(64)

@@ -14,12 +14,14 @@ pub struct CompileArgs {
     /// Output directory (sources, Makefile, report.json).
     #[arg(long)]
     pub out: PathBuf,
-    /// auto | f32 | f16 | int8 | sparse | binary | rice | xnor (binary, rice and xnor apply to
-    /// binary layers only; rice is the smallest: Rice-coded gaps, decoded into RAM at run time;
-    /// xnor is binary weights on a Sign output (binary activations): XOR and popcount).
+    /// auto | f32 | f16 | int8 | sparse | sparse8 | binary | rice | xnor (sparse8: sparse with
+    /// int8 values, auto's choice for sparse layers of an int8 card; binary, rice and xnor apply
+    /// to binary layers only; rice is the smallest: Rice-coded gaps, decoded into RAM at run
+    /// time; xnor is binary weights on a Sign output (binary activations): XOR and popcount).
     #[arg(long, default_value = "auto")]
     pub format: String,
-    /// Flash budget in bytes: auto quantizes the largest layers until the weights fit.
+    /// Flash budget in bytes: auto Rice-codes binary layers, then quantizes sparse layers
+    /// (sparse8), then the layers int8 shrinks most, until the weights fit.
     #[arg(long)]
     pub max_flash: Option<u64>,
     /// RAM budget in bytes (arena + scratch).

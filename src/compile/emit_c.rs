@@ -2,7 +2,7 @@
 //! laid out by the memory plan, and `cardc_infer` as a straight line of
 //! kernel calls (kernels in `targets/common/cardc_kernels.c`). Weights are
 //! written in the orders the kernels read ([`layout`]): dense blocks of
-//! `DENSE_J` output channels, sparse values with scratch offsets, binary
+//! `DENSE_J` output channels, sparse (f32 or int8) values with scratch offsets, binary
 //! sign/mask words or, for sparse binary layers, offset lists.
 //!
 //! Entry point: `int cardc_infer(const uint8_t *image, float *logits)`.
@@ -58,6 +58,41 @@ fn act_name(a: Act) -> &'static str {
         Act::Relu => "CARDC_ACT_RELU",
         Act::Relu6 => "CARDC_ACT_RELU6",
         Act::Sign => "CARDC_ACT_SIGN",
+    }
+}
+
+/// The rows of a sparse layer with no weights.
+fn no_rows<T>(g: &Geom) -> layout::SparseRows<T> {
+    layout::SparseRows {
+        nnz: vec![0; g.oc],
+        values: vec![],
+        offsets: vec![],
+    }
+}
+
+/// Emits what the sparse kernels (f32 and int8 values) share: the
+/// per-channel counts and the scratch offsets, 16-bit where they fit.
+fn sparse_index<T>(
+    out: &mut String,
+    fields: &mut Vec<String>,
+    p: &str,
+    g: &Geom,
+    rows: &layout::SparseRows<T>,
+) {
+    array(out, "uint32_t", &format!("{p}_nnz"), &rows.nnz, |n| {
+        format!("{n}u")
+    });
+    fields.push(format!(".sp_nnz = {p}_nnz"));
+    if layout::sparse_offsets_fit_u16(g) {
+        array(out, "uint16_t", &format!("{p}_off"), &rows.offsets, |n| {
+            format!("{n}")
+        });
+        fields.push(format!(".off16 = {p}_off"));
+    } else {
+        array(out, "uint32_t", &format!("{p}_off"), &rows.offsets, |n| {
+            format!("{n}u")
+        });
+        fields.push(format!(".off32 = {p}_off"));
     }
 }
 
@@ -123,28 +158,20 @@ fn emit_layer(out: &mut String, id: usize, l: &MatLayer, in_padded: bool, to: Op
             "CARDC_I8"
         }
         packed @ Packed::Sparse { .. } => {
-            let rows = layout::sparse_rows(packed, g).unwrap_or(layout::SparseRows {
-                nnz: vec![0; g.oc],
-                values: vec![],
-                offsets: vec![],
-            });
-            array(out, "uint32_t", &format!("{p}_nnz"), &rows.nnz, |n| {
-                format!("{n}u")
-            });
+            let rows = layout::sparse_rows(packed, g).unwrap_or_else(|| no_rows(g));
             array(out, "float", &format!("{p}_val"), &rows.values, float_lit);
-            fields.push(format!(".sp_nnz = {p}_nnz, .sp_val = {p}_val"));
-            if layout::sparse_offsets_fit_u16(g) {
-                array(out, "uint16_t", &format!("{p}_off"), &rows.offsets, |n| {
-                    format!("{n}")
-                });
-                fields.push(format!(".off16 = {p}_off"));
-            } else {
-                array(out, "uint32_t", &format!("{p}_off"), &rows.offsets, |n| {
-                    format!("{n}u")
-                });
-                fields.push(format!(".off32 = {p}_off"));
-            }
+            fields.push(format!(".sp_val = {p}_val"));
+            sparse_index(out, &mut fields, &p, g, &rows);
             "CARDC_SPARSE"
+        }
+        packed @ Packed::Sparse8 { .. } => {
+            let rows = layout::sparse8_rows(packed, g).unwrap_or_else(|| no_rows(g));
+            array(out, "int8_t", &format!("{p}_val"), &rows.values, |q| {
+                format!("{q}")
+            });
+            fields.push(format!(".sp_val8 = {p}_val"));
+            sparse_index(out, &mut fields, &p, g, &rows);
+            "CARDC_SPARSE8"
         }
         packed @ Packed::Binary { .. } if layout::binary_as_lists(packed, g) => {
             let lists = layout::binary_lists(packed, g).unwrap_or(layout::BinaryLists {

@@ -233,15 +233,16 @@ pub fn dense_blocks<T: Copy>(w: &[T], g: &Geom, zero: T) -> Vec<T> {
 }
 
 /// A sparse layer as the kernel reads it: per output channel its nonzero
-/// count, and the values with their scratch offsets, ascending by offset.
-pub struct SparseRows {
+/// count, and the values (f32 for sparse, int8 for sparse8) with their
+/// scratch offsets, ascending by offset.
+pub struct SparseRows<T> {
     pub nnz: Vec<u32>,
-    pub values: Vec<f32>,
+    pub values: Vec<T>,
     pub offsets: Vec<u32>,
 }
 
 /// Converts a sparse packing (patch-index increments) to scratch offsets.
-pub fn sparse_rows(packed: &Packed, g: &Geom) -> Option<SparseRows> {
+pub fn sparse_rows(packed: &Packed, g: &Geom) -> Option<SparseRows<f32>> {
     let Packed::Sparse {
         nnz,
         values,
@@ -250,22 +251,41 @@ pub fn sparse_rows(packed: &Packed, g: &Geom) -> Option<SparseRows> {
     else {
         return None;
     };
-    let p = Padded::of(g);
-    let inc = |j: usize| match increments {
-        Increments::U16(v) => v[j] as usize,
-        Increments::U32(v) => v[j] as usize,
+    Some(rows_at_offsets(nnz, values, increments, g))
+}
+
+/// Converts a sparse8 packing to scratch offsets.
+pub fn sparse8_rows(packed: &Packed, g: &Geom) -> Option<SparseRows<i8>> {
+    let Packed::Sparse8 {
+        nnz,
+        values,
+        increments,
+    } = packed
+    else {
+        return None;
     };
+    Some(rows_at_offsets(nnz, values, increments, g))
+}
+
+/// The rows of a sparse structure with each value at its scratch offset.
+fn rows_at_offsets<T: Copy>(
+    nnz: &[u32],
+    values: &[T],
+    increments: &Increments,
+    g: &Geom,
+) -> SparseRows<T> {
+    let p = Padded::of(g);
     let mut rows = SparseRows {
-        nnz: nnz.clone(),
+        nnz: nnz.to_vec(),
         values: Vec::with_capacity(values.len()),
         offsets: Vec::with_capacity(values.len()),
     };
     let mut j = 0;
     for &n in nnz {
         let mut k = 0;
-        let mut row: Vec<(u32, f32)> = (0..n)
+        let mut row: Vec<(u32, T)> = (0..n)
             .map(|_| {
-                k += inc(j);
+                k += increments.get(j);
                 let (pos, ci) = (k / g.ic, k % g.ic);
                 let v = values[j];
                 j += 1;
@@ -277,7 +297,7 @@ pub fn sparse_rows(packed: &Packed, g: &Geom) -> Option<SparseRows> {
         rows.offsets.extend(row.iter().map(|&(o, _)| o));
         rows.values.extend(row.iter().map(|&(_, v)| v));
     }
-    Some(rows)
+    rows
 }
 
 /// A binary layer as offset lists: per output channel the scratch offsets
@@ -354,19 +374,18 @@ pub fn sparse_offsets_fit_u16(g: &Geom) -> bool {
 }
 
 /// Flash bytes of a layer's weights as emitted: blocked dense weights
-/// (padded to `J` channels) and their offset table, sparse values with
-/// their offsets, binary words with their position offsets.
+/// (padded to `J` channels) and their offset table, sparse (f32 or int8)
+/// values with their offsets, binary words with their position offsets.
 pub fn emitted_weight_bytes(packed: &Packed, g: &Geom) -> usize {
     let padded_rows = g.oc.div_ceil(DENSE_J) * DENSE_J;
     let dense = |elem: usize| elem * padded_rows * g.cols() + 4 * g.cols();
+    let off = if sparse_offsets_fit_u16(g) { 2 } else { 4 };
     match packed {
         Packed::F32(_) => dense(4),
         Packed::F16(_) => dense(2),
         Packed::Int8(_) => dense(1),
-        Packed::Sparse { nnz, values, .. } => {
-            let off = if sparse_offsets_fit_u16(g) { 2 } else { 4 };
-            4 * nnz.len() + (4 + off) * values.len()
-        }
+        Packed::Sparse { nnz, values, .. } => 4 * nnz.len() + (4 + off) * values.len(),
+        Packed::Sparse8 { nnz, values, .. } => 4 * nnz.len() + (1 + off) * values.len(),
         Packed::Binary { .. } => {
             let words = packed.bytes() + 4 * g.kh * g.kw;
             binary_lists_bytes(packed, g).map_or(words, |l| l.min(words))
@@ -496,5 +515,22 @@ mod tests {
             }
         }
         assert_eq!(j, w.iter().filter(|&&v| v != 0.0).count());
+        // Sparse8: the same offsets, with the int8 values.
+        let p8 = pack(&w, g.oc, g.cols(), g.ic, Format::Sparse8).unwrap();
+        let rows8 = sparse8_rows(&p8.packed, &g).unwrap();
+        let scales = p8.mult.unwrap();
+        assert_eq!(
+            (rows8.nnz.clone(), rows8.offsets.clone()),
+            (rows.nnz, rows.offsets)
+        );
+        let mut j = 0;
+        for (o, &n) in rows8.nnz.iter().enumerate() {
+            for _ in 0..n {
+                let q = (rows.values[j] / scales[o]).round() as i8;
+                assert_eq!(rows8.values[j], q);
+                j += 1;
+            }
+        }
+        assert!(sparse_rows(&p8.packed, &g).is_none());
     }
 }

@@ -5,7 +5,9 @@
 //! * Eval-mode BatchNorm right after a conv/linear that nothing else reads
 //!   is folded into it: `w' = w · s`, `b' = (b − mean) · s + β` with
 //!   `s = γ / sqrt(var + eps)`. Binary layers keep their structure: the
-//!   folded row is `±α·s[o]`, so the multiplier becomes `α·s[o]`.
+//!   folded row is `±α·s[o]`, so the multiplier becomes `α·s[o]`. An
+//!   int8 card's scales fold the same way (`scale·|s[o]|`), keeping the
+//!   folded weights on an int8 grid.
 //! * A ReLU/ReLU6 that is the only reader of a conv/linear/BatchNorm/Add
 //!   output is fused into that step.
 //! * `Flatten` is a no-op alias (activations are already C-major).
@@ -14,7 +16,7 @@
 use crate::card::Card;
 use crate::compile::pack::{self, Format, PackedWeights};
 use crate::ir::{Op, ParamKind};
-use crate::model::WeightState;
+use crate::model::{Precision, WeightState};
 use anyhow::{Context, bail};
 
 /// Activation fused into a step (the C constants `CARDC_ACT_*`).
@@ -72,6 +74,10 @@ pub struct MatLayer {
     pub card_binary: bool,
     /// The input is a Sign output (±1 only), which the `xnor` format needs.
     pub sign_input: bool,
+    /// The card stores the weight as int8 (`cardc quantize`): its
+    /// per-output-channel scales with BatchNorm folded in, the grid on
+    /// which the int8 formats reproduce the card's values exactly.
+    pub card_int8: Option<Vec<f32>>,
     /// Chosen packing.
     pub packed: PackedWeights,
 }
@@ -94,10 +100,12 @@ impl MatLayer {
         }
     }
 
-    /// Packs the weights in `format`.
+    /// Packs the weights in `format` (int8 formats on the card's grid
+    /// when it has one).
     pub fn pack(&self, format: Format) -> anyhow::Result<PackedWeights> {
         let g = &self.geom;
-        pack::pack(&self.weight, g.oc, g.cols(), g.ic, format)
+        let grid = self.card_int8.as_deref();
+        pack::pack_on_grid(&self.weight, g.oc, g.cols(), g.ic, format, grid)
             .map_err(|e| anyhow::anyhow!("layer '{}' as {}: {e}", self.name, format.name()))
     }
 
@@ -357,6 +365,16 @@ pub fn lower(card: &Card) -> anyhow::Result<Program> {
                         row.iter_mut().for_each(|w| *w *= s[o]);
                         layer.bias[o] = layer.bias[o] * s[o] + t[o];
                     }
+                    if let Some(grid) = &mut layer.card_int8 {
+                        for (g, s) in grid.iter_mut().zip(&s) {
+                            *g *= s.abs();
+                            // γ = 0 zeroes the folded row: any positive step
+                            // holds it exactly (the max-abs rule's 1).
+                            if *g == 0.0 {
+                                *g = 1.0;
+                            }
+                        }
+                    }
                     fused[j] = true;
                     last = j;
                 }
@@ -528,6 +546,11 @@ fn mat_layer(card: &Card, i: usize, shapes: &[Vec<usize>]) -> anyhow::Result<Mat
         .with_context(|| format!("layer '{}': missing weight", node.name))?;
     let eff = wt.effective();
     let card_binary = matches!(wt.state, WeightState::Binary { .. });
+    // Binary weights ignore their precision tag (see `ParamTensor`).
+    let card_int8 = match &wt.precision {
+        Precision::Int8 { scales } if !card_binary => Some(scales.clone()),
+        _ => None,
+    };
     let (geom, weight, op) = match &node.op {
         Op::Conv2d(c) => {
             if c.groups != 1 {
@@ -604,6 +627,7 @@ fn mat_layer(card: &Card, i: usize, shapes: &[Vec<usize>]) -> anyhow::Result<Mat
         act: Act::None,
         card_binary,
         sign_input: false,
+        card_int8,
         packed,
     })
 }
@@ -619,24 +643,42 @@ pub enum FormatChoice {
 pub const SPARSE_MIN_ZEROS: f64 = 2.0 / 3.0;
 
 /// The cost model's format for a layer: binary for binarized layers,
-/// sparse from 2/3 zeros on, f32 otherwise; among exact formats the one
-/// with the fewest bytes wins ties of the rule.
+/// sparse from 2/3 zeros on (sparse8 where the card is int8: its values
+/// exactly, in a quarter of the value bytes), f32 otherwise.
 pub fn auto_format(layer: &MatLayer) -> Format {
     if layer.card_binary && layer.supports(Format::Xnor) {
         Format::Xnor
     } else if layer.card_binary && layer.supports(Format::Binary) {
         Format::Binary
     } else if layer.zero_fraction() >= SPARSE_MIN_ZEROS {
-        Format::Sparse
+        if layer.card_int8.is_some() {
+            Format::Sparse8
+        } else {
+            Format::Sparse
+        }
     } else {
         Format::F32
     }
 }
 
+/// Whether the `--max-flash` loop may repack `layer` in `to`: Rice for
+/// binary layers, sparse8 for sparse ones (their values quantized before
+/// any dense layer's), int8 for any layer.
+fn shrinks_to(layer: &MatLayer, to: Format) -> bool {
+    let from = layer.packed.packed.format();
+    from != to
+        && layer.supports(to)
+        && match to {
+            Format::Rice => layer.card_binary,
+            Format::Sparse8 => from == Format::Sparse,
+            _ => true,
+        }
+}
+
 /// Packs every matrix layer: forced formats (binary only where the layer
 /// is binary; other layers then fall back to the auto choice, said on
 /// stderr), or the cost model's choice. With `max_flash` and `auto`, the
-/// largest layers are quantized (int8) until the weights fit.
+/// layers are shrunk until the weights fit (see [`shrinks_to`]).
 pub fn choose_formats(
     program: &mut Program,
     choice: FormatChoice,
@@ -670,13 +712,13 @@ pub fn choose_formats(
     let total = |p: &Program| fixed_bytes + p.mat_layers().map(|l| l.bytes() as u64).sum::<u64>();
     if choice == FormatChoice::Auto {
         // Greedy, lossless first: Rice-code the binary layer that shrinks
-        // most, then quantize the layer int8 shrinks most, until it fits.
+        // most, then quantize the sparse layer sparse8 shrinks most, then
+        // the layer int8 shrinks most, until it fits.
         'shrink: while total(program) > budget {
-            for to in [Format::Rice, Format::Int8] {
+            for to in [Format::Rice, Format::Sparse8, Format::Int8] {
                 let best = program
                     .mat_layers_mut()
-                    .filter(|l| l.packed.packed.format() != to && l.supports(to))
-                    .filter(|l| to == Format::Int8 || l.card_binary)
+                    .filter(|l| shrinks_to(l, to))
                     .filter_map(|l| {
                         let q = l.pack(to).ok()?;
                         let saved = l.packed.packed.bytes() as i64 - q.packed.bytes() as i64;

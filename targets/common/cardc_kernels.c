@@ -248,6 +248,7 @@ CARDC_DENSE(dense_i8, int8_t, LOAD_I8)
 #define SP_OFF16(j) L->off16[j]
 #define SP_OFF32(j) L->off32[j]
 #define SP_VAL(j) L->sp_val[j]
+#define SP_VAL8(j) ((float)L->sp_val8[j])
 /* A decoded Rice layer: offsets with the sign in bit 31, values +-1. */
 #define RICE_OFF(j) (L->rice_off[j] & 0x7fffffffu)
 #define RICE_SIGN(j) ((L->rice_off[j] >> 31) ? -1.0f : 1.0f)
@@ -273,7 +274,8 @@ CARDC_DENSE(dense_i8, int8_t, LOAD_I8)
                   L->mult[o], L->bias[o], L->act);                               \
   }
 
-/* The kernels that walk per-channel offset lists: sparse layers, binary
+/* The kernels that walk per-channel offset lists: sparse layers (f32 or
+ * int8 values, the latter scaled by mult[o] in the epilogue), binary
  * layers stored as lists, and Rice-coded binary layers once decoded
  * (rice_decode; the sparse rows with +-1 values from the offsets' sign
  * bits). */
@@ -293,6 +295,12 @@ static void lists(const cardc_layer *L, const float *s, float *out) {
         CARDC_BINARY_ROWS(SP_OFF16)
       } else {
         CARDC_BINARY_ROWS(SP_OFF32)
+      }
+    } else if (L->format == CARDC_SPARSE8) {
+      if (L->off16) {
+        CARDC_SPARSE_ROWS(L->sp_nnz, SP_OFF16, SP_VAL8)
+      } else {
+        CARDC_SPARSE_ROWS(L->sp_nnz, SP_OFF32, SP_VAL8)
       }
     } else if (L->off16) {
       CARDC_SPARSE_ROWS(L->sp_nnz, SP_OFF16, SP_VAL)
@@ -768,6 +776,7 @@ void cardc_mat(const cardc_layer *L, const float *in, float *out, float *scratch
       dense_i8(L, L->w_i8, s, out);
       break;
     case CARDC_SPARSE:
+    case CARDC_SPARSE8:
       lists(L, s, out);
       break;
     case CARDC_BINARY:

@@ -22,6 +22,7 @@
  *    output channels padded with zeros to a multiple of J; koff[k] is the
  *    scratch offset of patch element k.
  *  - sparse: per output channel nnz[o] values and their scratch offsets.
+ *  - sparse8: sparse with int8 values; the weight is value * mult[o].
  *  - binary: per output channel and kernel position, sign and mask words
  *    along input channels (bit set = -1 / kept); poff[p] is the scratch
  *    offset of kernel position p for channel 0, channel ci adds ci*cstride.
@@ -57,7 +58,8 @@
 #define CARDC_BINARY 4
 #define CARDC_BINARY_LISTS 5
 #define CARDC_BINARY_RICE 6
-#define CARDC_XNOR 7
+#define CARDC_SPARSE8 7
+#define CARDC_XNOR 8
 
 /* One matrix layer: geometry, padded-input layout, bias and multipliers,
  * and the weights of exactly one format (the others are NULL). */
@@ -77,6 +79,7 @@ typedef struct cardc_layer {
   const int8_t *w_i8;
   const uint32_t *sp_nnz; /* [oc] */
   const float *sp_val;
+  const int8_t *sp_val8; /* sparse8 */
   const uint16_t *off16; /* sparse / binary lists: scratch offsets */
   const uint32_t *off32;
   const uint32_t *bin_sign; /* [oc][kh*kw][words] */

@@ -8,7 +8,7 @@ use cardc::card::Card;
 use cardc::compile::{self, Format, FormatChoice, artifact};
 use cardc::data::{Dataset, Normalization};
 use cardc::ir::{BatchNorm, Conv2d, Graph, Linear, Node, Op, ParamKind, Pool};
-use cardc::model::{Model, WeightState};
+use cardc::model::{Model, Precision, WeightState};
 use cardc::rng::Rng;
 use std::path::Path;
 use std::process::Command;
@@ -167,6 +167,37 @@ pub fn model_for(graph: Graph, state: &str, seed: u64) -> Model {
     m
 }
 
+/// `model` as a card quantized to int8 stores it: every conv/linear
+/// weight on a symmetric per-output-channel grid of step
+/// `coarsen · max |w| / 127` (with `coarsen` > 1, |q| stays below 127, so
+/// a compiler re-deriving max-abs scales would change the values).
+pub fn int8_of(mut m: Model, coarsen: f32) -> Model {
+    for (i, k) in m.prunable() {
+        let t = &mut m.params[i][k];
+        let rows = t.shape[0];
+        let cols = t.data.len() / rows;
+        let scales: Vec<f32> = t
+            .data
+            .chunks(cols)
+            .map(|row| {
+                let max = row.iter().fold(0f32, |a, v| a.max(v.abs()));
+                if max > 0.0 {
+                    coarsen * max / 127.0
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        for (j, v) in t.data.iter_mut().enumerate() {
+            let s = scales[j / cols];
+            *v = (*v / s).round().clamp(-127.0, 127.0) * s;
+        }
+        t.precision = Precision::Int8 { scales };
+    }
+    m.validate().unwrap();
+    m
+}
+
 pub fn card_of(model: Model) -> Card {
     let [c, _, _] = model.graph.input_shape();
     let classes = model.graph.classes();
@@ -240,7 +271,7 @@ pub fn compare(
 pub fn tolerance(f: Format) -> f64 {
     match f {
         Format::F16 => 2e-2,
-        Format::Int8 => 6e-2,
+        Format::Int8 | Format::Sparse8 => 6e-2,
         _ => 1e-4,
     }
 }
@@ -300,6 +331,7 @@ fn portable_kernels_match_the_reference() {
         ("dense", Format::F32),
         ("dense", Format::Int8),
         ("masked", Format::Sparse),
+        ("masked", Format::Sparse8),
         ("binary", Format::Binary),
         ("binary", Format::Rice),
     ] {
@@ -401,6 +433,53 @@ fn odd_shapes_match_the_reference_in_every_exact_format() {
     }
 }
 
+/// A card quantized to int8 (on coarse grids, |q| ≤ 64) compiles to its
+/// own values: sparse8 and int8 agree with the reference as closely as
+/// f32 does, on every operator and the odd geometries (rows fully masked
+/// and fully kept, channels not a multiple of 32), and auto picks sparse8
+/// for exactly the layers with 2/3 zeros or more (a γ = 0 BatchNorm
+/// channel included).
+#[test]
+fn int8_cards_compile_to_their_own_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (graph, seed) in [(every_op_graph(), 41), (odd_graph(), 42)] {
+        let name = graph.name.clone();
+        let mut m = int8_of(model_for(graph, "masked", seed), 2.0);
+        // A BatchNorm channel with γ = 0 folds its row to zeros (a zero
+        // step on the card's grid, which the compiler must not refuse).
+        if let Some(bn1) = m.graph.nodes.iter().position(|n| n.name == "bn1") {
+            let gamma = m.params[bn1]
+                .iter_mut()
+                .find(|t| t.kind == ParamKind::Gamma);
+            gamma.unwrap().data[0] = 0.0;
+        }
+        let card = card_of(m);
+        let ds = random_images(&card, 3, seed);
+        for f in [
+            FormatChoice::Auto,
+            FormatChoice::Force(Format::Sparse8),
+            FormatChoice::Force(Format::Int8),
+        ] {
+            let dir = tmp.path().join(format!("{name}-{f:?}"));
+            let (err, agree) = compare(&card, &dir, &opts("host", f), &ds, SANITIZE);
+            assert!(err <= 1e-4, "{name} {f:?}: relative error {err}");
+            assert_eq!(agree, 1.0, "{name} {f:?}");
+            if f == FormatChoice::Auto {
+                let r: compile::Report = serde_json::from_str(
+                    &std::fs::read_to_string(dir.join("report.json")).unwrap(),
+                )
+                .unwrap();
+                assert!(r.layers.iter().any(|l| l.format == "sparse8"), "{name}");
+                for l in &r.layers {
+                    let sparse = l.zero_fraction >= compile::lower::SPARSE_MIN_ZEROS;
+                    let want = if sparse { "sparse8" } else { "f32" };
+                    assert_eq!(l.format, want, "{name} {}", l.name);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn auto_picks_binary_and_sparse_from_the_weights() {
     let tmp = tempfile::tempdir().unwrap();
@@ -498,6 +577,57 @@ fn flash_budget_quantizes_or_fails_with_numbers() {
     assert!(e.contains("--max-ram 1000"), "{e}");
 }
 
+/// Under `--max-flash`, sparse layers are quantized to sparse8 before any
+/// dense layer goes to int8: a card with one large dense layer (fc1) and
+/// sparse others, one byte over budget, gets sparse8 layers and no int8.
+#[test]
+fn flash_budget_quantizes_sparse_layers_before_dense_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = model_for(every_op_graph(), "masked", 13);
+    let fc1 = m.graph.nodes.iter().position(|n| n.name == "fc1").unwrap();
+    let mut r = Rng::new(13);
+    for t in &mut m.params[fc1] {
+        if t.kind == ParamKind::Weight {
+            t.state = WeightState::Dense;
+            t.data.iter_mut().for_each(|v| *v = r.normal());
+        }
+    }
+    let card = card_of(m);
+    let full = compile::compile(&card, &opts("host", FormatChoice::Auto), tmp.path()).unwrap();
+    let format_of = |r: &compile::Report, name: &str| {
+        r.layers
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.format.clone())
+            .unwrap()
+    };
+    assert_eq!(format_of(&full, "fc1"), "f32");
+    assert!(full.layers.iter().any(|l| l.format == "sparse"));
+    let mut o = opts("host", FormatChoice::Auto);
+    o.max_flash = Some(full.flash_bytes - 1);
+    let r = compile::compile(&card, &o, tmp.path()).unwrap();
+    assert!(r.flash_bytes < full.flash_bytes);
+    assert!(
+        r.layers.iter().any(|l| l.format == "sparse8"),
+        "{:?}",
+        r.layers
+    );
+    assert!(
+        r.layers.iter().all(|l| l.format != "int8"),
+        "{:?}",
+        r.layers
+    );
+    // Tighter: once a layer is int8, no layer is left f32-sparse.
+    for frac in [0.7, 0.5] {
+        o.max_flash = Some((full.flash_bytes as f64 * frac) as u64);
+        let r = compile::compile(&card, &o, tmp.path()).unwrap();
+        assert!(r.flash_bytes <= o.max_flash.unwrap());
+        if r.layers.iter().any(|l| l.format == "int8") {
+            assert!(r.layers.iter().all(|l| l.format != "sparse"), "{frac}");
+        }
+    }
+}
+
 #[test]
 fn arm_target_agrees_under_qemu() {
     let (t, _) = compile::target::find("arm").unwrap();
@@ -510,14 +640,20 @@ fn arm_target_agrees_under_qemu() {
     for (state, f) in [
         ("dense", Format::F32),
         ("masked", Format::Sparse),
+        ("masked", Format::Sparse8),
         ("binary", Format::Binary),
         ("binary", Format::Rice),
     ] {
-        let card = card_of(model_for(every_op_graph(), state, 8));
+        // Sparse8 on an int8 card: its own values, so as exact as f32.
+        let mut m = model_for(every_op_graph(), state, 8);
+        if f == Format::Sparse8 {
+            m = int8_of(m, 1.0);
+        }
+        let card = card_of(m);
         let ds = random_images(&card, 3, 8);
-        let dir = tmp.path().join(state);
+        let dir = tmp.path().join(format!("{state}-{}", f.name()));
         let (err, agree) = compare(&card, &dir, &opts("arm", FormatChoice::Force(f)), &ds, &[]);
-        assert!(err <= 1e-4, "{state}: relative error {err}");
+        assert!(err <= 1e-4, "{state} as {}: relative error {err}", f.name());
         assert_eq!(agree, 1.0);
     }
 }

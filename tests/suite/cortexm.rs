@@ -25,7 +25,8 @@ fn tools_present(name: &str) -> bool {
 }
 
 /// A card of `arch` at `width` with random weights and BatchNorm
-/// statistics in `state` (see `compile::model_for`).
+/// statistics in `state` (see `compile::model_for`; `masked-int8`: masked,
+/// then quantized to int8 as `cardc quantize` stores it).
 fn card(arch: &str, width: f32, state: &str, seed: u64) -> Card {
     let g = build(
         arch,
@@ -35,7 +36,11 @@ fn card(arch: &str, width: f32, state: &str, seed: u64) -> Card {
         },
     )
     .unwrap();
-    crate::compile::card_of(crate::compile::model_for(g, state, seed))
+    let m = match state {
+        "masked-int8" => crate::compile::int8_of(crate::compile::model_for(g, "masked", seed), 1.0),
+        _ => crate::compile::model_for(g, state, seed),
+    };
+    crate::compile::card_of(m)
 }
 
 fn path(p: &Path) -> &str {
@@ -45,11 +50,14 @@ fn path(p: &Path) -> &str {
 #[test]
 fn small_nets_agree_with_the_reference_under_qemu() {
     let tmp = tempfile::tempdir().unwrap();
-    for (target, state, format) in [
-        ("cortex-m4", "dense", "f32"),
-        ("cortex-m4", "masked", "sparse"),
-        ("cortex-m4", "binary", "binary"),
-        ("cortex-m33", "masked", "f32"),
+    // (target, card, --format, a format the report must show): the int8
+    // card goes through save/load and auto's choice.
+    for (target, state, format, want) in [
+        ("cortex-m4", "dense", "f32", "f32"),
+        ("cortex-m4", "masked", "sparse", "sparse"),
+        ("cortex-m4", "masked-int8", "auto", "sparse8"),
+        ("cortex-m4", "binary", "binary", "binary"),
+        ("cortex-m33", "masked", "f32", "f32"),
     ] {
         if !tools_present(target) {
             continue;
@@ -76,7 +84,7 @@ fn small_nets_agree_with_the_reference_under_qemu() {
                 .as_array()
                 .unwrap()
                 .iter()
-                .any(|l| l["format"] == format),
+                .any(|l| l["format"] == want),
             "{target} {state}: {report}"
         );
         for f in ["startup_cortexm.c", "main.c", "Makefile"] {

@@ -4,7 +4,7 @@
 
 use super::common::{assert_clean_error, cardc, json};
 use super::compile::{
-    card_of, every_op_graph, model_for, odd_graph, random_images, resnet_card, tolerance,
+    card_of, every_op_graph, int8_of, model_for, odd_graph, random_images, resnet_card, tolerance,
 };
 use cardc::card::Card;
 use cardc::compile::{self, Format, FormatChoice, artifact, shader};
@@ -69,6 +69,7 @@ fn every_format_and_operator_matches_the_reference_on_wgsl() {
             Format::F16,
             Format::Int8,
             Format::Sparse,
+            Format::Sparse8,
             Format::Binary,
         ] {
             let dir = tmp.path().join(format!("{state}-{}", f.name()));
@@ -94,16 +95,22 @@ fn every_format_and_operator_matches_the_reference_on_wgsl() {
 }
 
 /// Odd geometries (2x2 and 1x3 kernels, stride 3, 33 channels) in the
-/// exact formats, and a residual net whose arena reaches the bound.
+/// exact formats (sparse8 on an int8 card, whose values it holds
+/// exactly), and a residual net whose arena reaches the bound.
 #[test]
 fn odd_shapes_and_a_residual_net_agree_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     for (state, f) in [
         ("dense", Format::F32),
         ("masked", Format::Sparse),
+        ("masked", Format::Sparse8),
         ("binary", Format::Binary),
     ] {
-        let card = card_of(model_for(odd_graph(), state, 31));
+        let mut m = model_for(odd_graph(), state, 31);
+        if f == Format::Sparse8 {
+            m = int8_of(m, 2.0);
+        }
+        let card = card_of(m);
         let ds = random_images(&card, 3, 31);
         let dir = tmp.path().join(format!("{state}-{}", f.name()));
         let (_, err, agree) = run(&card, &dir, &opts("wgsl", FormatChoice::Force(f)), &ds);
@@ -130,6 +137,7 @@ fn spirv_and_glsl_artifacts_run_their_own_shaders() {
     for (state, f) in [
         ("binary", Format::Binary),
         ("masked", Format::Sparse),
+        ("masked", Format::Sparse8),
         ("dense", Format::F16),
         ("dense", Format::Int8),
         ("dense", Format::F32),

@@ -44,12 +44,13 @@ pub const WEIGHTS_FILE: &str = "weights.bin";
 pub const WGSL_FILE: &str = "model.wgsl";
 
 /// The entry points of `infer.wgsl`.
-pub const ENTRY_POINTS: [&str; 12] = [
+pub const ENTRY_POINTS: [&str; 13] = [
     "normalize_image",
     "matrix_f32",
     "matrix_f16",
     "matrix_int8",
     "matrix_sparse",
+    "matrix_sparse8",
     "matrix_binary",
     "add_tensors",
     "affine_channels",
@@ -178,6 +179,7 @@ fn format_kernel(p: &Packed) -> Option<(u32, &'static str)> {
         Packed::Int8(_) => (2, "matrix_int8"),
         Packed::Sparse { .. } => (3, "matrix_sparse"),
         Packed::Binary { .. } => (4, "matrix_binary"),
+        Packed::Sparse8 { .. } => (5, "matrix_sparse8"),
         Packed::Rice(_) | Packed::Xnor(_) => return None,
     })
 }
@@ -305,6 +307,31 @@ fn with_window(p: Params, dims: [usize; 12]) -> anyhow::Result<Params> {
     })
 }
 
+/// Lays out what the sparse kernels (f32 and int8 values) share: the row
+/// starts (`oc + 1` prefix sums of the counts) and the increments.
+fn sparse_index(
+    blob: &mut Blob,
+    p: &mut Params,
+    nnz: &[u32],
+    increments: &Increments,
+) -> anyhow::Result<()> {
+    let mut rows = Vec::with_capacity(nnz.len() + 1);
+    rows.push(0u32);
+    for &k in nnz {
+        let last = rows.last().copied().unwrap_or(0);
+        rows.push(last + k);
+    }
+    p.rows_off = blob.u32s(&rows)?;
+    p.w_off = match increments {
+        Increments::U16(v) => {
+            p.inc16 = 1;
+            blob.u16s(v)?
+        }
+        Increments::U32(v) => blob.u32s(v)?,
+    };
+    Ok(())
+}
+
 /// The compiled form of a lowered program: its blob, schedule and report.
 pub struct Emitted {
     pub blob: Blob,
@@ -389,21 +416,16 @@ fn emit(
                         values,
                         increments,
                     } => {
-                        let mut rows = Vec::with_capacity(nnz.len() + 1);
-                        rows.push(0u32);
-                        for &k in nnz {
-                            let last = rows.last().copied().unwrap_or(0);
-                            rows.push(last + k);
-                        }
-                        p.rows_off = blob.u32s(&rows)?;
+                        sparse_index(&mut blob, &mut p, nnz, increments)?;
                         p.vals_off = blob.f32s(values)?;
-                        p.w_off = match increments {
-                            Increments::U16(v) => {
-                                p.inc16 = 1;
-                                blob.u16s(v)?
-                            }
-                            Increments::U32(v) => blob.u32s(v)?,
-                        };
+                    }
+                    Packed::Sparse8 {
+                        nnz,
+                        values,
+                        increments,
+                    } => {
+                        sparse_index(&mut blob, &mut p, nnz, increments)?;
+                        p.vals_off = blob.i8s(values)?;
                     }
                     Packed::Binary { words, signs, mask } => {
                         p.words = word(*words, "binary words")?;
