@@ -227,10 +227,22 @@ fn emit_layer(out: &mut String, id: usize, l: &MatLayer, in_padded: bool, to: Op
                 let byte = |v: &u8| format!("{v}");
                 array(out, "uint8_t", &format!("{p}_rowc"), &c.row_class, byte);
                 array(out, "uint8_t", &format!("{p}_colc"), &c.col_class, byte);
+                let pats: Vec<u8> = c.col_patterns.iter().flatten().copied().collect();
+                array(
+                    out,
+                    "uint8_t",
+                    &format!("{p}_blockc"),
+                    &c.block_pattern,
+                    byte,
+                );
+                array(out, "uint8_t", &format!("{p}_colpat"), &pats, byte);
                 fields.push(format!(
-                    ".xn_corr = {p}_corr, .xn_rowc = {p}_rowc, .xn_colc = {p}_colc, .xn_classes = {}, .xn_colclasses = {}",
+                    ".xn_corr = {p}_corr, .xn_rowc = {p}_rowc, .xn_colc = {p}_colc, .xn_classes = {}, .xn_colclasses = {},\n  \
+                     .xn_blockc = {p}_blockc, .xn_colpat = {p}_colpat, .xn_rowclasses = {}, .xn_colpatterns = {}",
                     c.sums.len() / g.oc.max(1),
-                    c.col_classes
+                    c.col_classes,
+                    c.row_classes,
+                    c.col_patterns.len()
                 ));
             }
             position_offsets(out, &mut fields);

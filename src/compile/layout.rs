@@ -395,7 +395,9 @@ pub fn emitted_weight_bytes(packed: &Packed, g: &Geom) -> usize {
         // Words, position offsets, kept counts, padding corrections and
         // the row/column class tables.
         Packed::Xnor(x) => {
-            let corr = super::xnor::corrections(x, g).map_or(0, |c| 4 * c.sums.len());
+            let corr = super::xnor::corrections(x, g).map_or(0, |c| {
+                4 * c.sums.len() + c.block_pattern.len() + 4 * c.col_patterns.len()
+            });
             packed.bytes() + 4 * g.kh * g.kw + 4 * g.oc + corr + g.oh + g.ow
         }
     }

@@ -147,6 +147,14 @@ pub struct Corrections {
     pub col_class: Vec<u8>,
     /// Column classes.
     pub col_classes: usize,
+    /// Row classes.
+    pub row_classes: usize,
+    /// Per block of four output columns (`ox0 = 4·b`) its pattern: the
+    /// column classes of its four pixels (past the row's end, the first
+    /// pixel's), numbered as they first occur.
+    pub block_pattern: Vec<u8>,
+    /// The distinct patterns.
+    pub col_patterns: Vec<[u8; 4]>,
     /// `[oc][row classes][col classes]`: the padded taps' sign sum, which
     /// the kernels subtract (`y = mult · (kept − 2·count − sum) + bias`).
     pub sums: Vec<i32>,
@@ -196,10 +204,29 @@ pub fn corrections(x: &XnorWeights, g: &Geom) -> Option<Corrections> {
             }
         }
     }
+    let mut col_patterns: Vec<[u8; 4]> = Vec::new();
+    let block_pattern = (0..g.ow.div_ceil(4))
+        .map(|b| {
+            let n = (g.ow - 4 * b).min(4);
+            let pat: [u8; 4] =
+                std::array::from_fn(|l| col_class[4 * b + if l < n { l } else { 0 }]);
+            let id = col_patterns
+                .iter()
+                .position(|p| *p == pat)
+                .unwrap_or_else(|| {
+                    col_patterns.push(pat);
+                    col_patterns.len() - 1
+                });
+            id as u8
+        })
+        .collect();
     Some(Corrections {
         row_class,
         col_class,
         col_classes: col_sets.len(),
+        row_classes: row_sets.len(),
+        block_pattern,
+        col_patterns,
         sums: sums_out,
     })
 }
@@ -207,21 +234,29 @@ pub fn corrections(x: &XnorWeights, g: &Geom) -> Option<Corrections> {
 /// Whether the xnor kernels handle `g`: kernels up to 64 wide and tall
 /// (class sets are 64-bit) with at most 255 classes of rows or columns.
 pub fn supported(g: &Geom) -> bool {
-    g.kh <= 64 && g.kw <= 64 && 2 * g.ph.max(g.pw) + 1 < 255
+    g.kh <= 64 && g.kw <= 64 && 2 * g.ph.max(g.pw) + 1 < 255 && g.ow.div_ceil(4) < 256
 }
 
-/// 32-bit words of RAM a layer needs (`xnor` in cardc_kernels.c): one bit
-/// per padded input element, rounded up to whole words per position; the
+/// 32-bit words of RAM a layer needs (`xnor` in cardc_kernels.c): per row
+/// class, block pattern and output channel the four pixels' `kept −
+/// correction` (built on each call from the flash tables); one bit per
+/// padded input element, rounded up to whole words per position; the
 /// patches of four pixels; and with a multiple of 8 input channels the
 /// same bits again as byte rows, from which patches are copied.
 pub fn ram_words(x: &XnorWeights, g: &Geom) -> usize {
+    let kept_table = corrections(x, g).map_or(4 * g.oc, |c| kept_table_words(&c, g.oc));
     let padded = super::layout::Padded::of(g);
     let rows = if g.ic.is_multiple_of(8) {
         (padded.cstride * g.ic / 8).div_ceil(4)
     } else {
         0
     };
-    padded.cstride * g.ic.div_ceil(32) + 4 * x.row_words() + rows
+    kept_table + padded.cstride * g.ic.div_ceil(32) + 4 * x.row_words() + rows
+}
+
+/// Words of the per-call `kept − correction` table.
+pub fn kept_table_words(c: &Corrections, oc: usize) -> usize {
+    c.row_classes * c.col_patterns.len() * oc * 4
 }
 
 #[cfg(test)]

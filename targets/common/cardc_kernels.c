@@ -485,11 +485,11 @@ static void xnor_patch(const cardc_layer *L, const uint32_t *bits, size_t positi
  * of a block: the +-1 sum is formed exactly in integers first, so that the
  * result rounds like the reference's (a Sign after it flips on any
  * difference near 0). */
-static void xnor_store(const cardc_layer *L, int32_t o, const uint32_t cnt[4], const int32_t corr[4],
+static void xnor_store(const cardc_layer *L, int32_t o, const uint32_t cnt[4], const int32_t kb[4],
                        float *dst, int32_t n) {
   int32_t l;
   for (l = 0; l < n; l++) {
-    int32_t t = L->xn_kept[o] - 2 * (int32_t)cnt[l] - corr[l];
+    int32_t t = kb[l] - 2 * (int32_t)cnt[l];
     dst[l] = act_apply(L->mult[o] * (float)t + L->bias[o], L->act);
   }
 }
@@ -500,16 +500,15 @@ static void xnor_store(const cardc_layer *L, int32_t o, const uint32_t cnt[4], c
  * 128-bit chunk one load of the signs (and of the mask), and per pixel an
  * EOR (AND), CNT and ADD; pairwise adds gather each pixel's bytes. */
 static inline __attribute__((always_inline)) void xnor_block_neon(
-    const cardc_layer *L, const uint32_t *patch, int32_t rw, const int32_t *cls, int32_t border,
-    float *dst, size_t plane, int32_t n, const int nq, const int tail, const int masked) {
+    const cardc_layer *L, const uint32_t *patch, int32_t rw, const int32_t *kb, float *dst,
+    size_t plane, int32_t n, const int nq, const int tail, const int masked) {
   uint8x16_t P0[CARDC_XNOR_NEON_CHUNKS], P1[CARDC_XNOR_NEON_CHUNKS],
       P2[CARDC_XNOR_NEON_CHUNKS], P3[CARDC_XNOR_NEON_CHUNKS], T = vdupq_n_u8(0);
   const float32x4_t one = vdupq_n_f32(1.0f), zero = vdupq_n_f32(0.0f);
   /* L's fields in locals: the stores to dst could alias them otherwise */
   const uint32_t *sign = L->xn_sign, *mask = L->xn_mask;
-  const int32_t *kept = L->xn_kept, *corrs = L->xn_corr;
   const float *mult = L->mult, *bias = L->bias;
-  const int32_t oc = L->oc, act = L->act, classes = L->xn_classes;
+  const int32_t oc = L->oc, act = L->act;
   int32_t o, c;
   for (c = 0; c < nq; c++) {
     P0[c] = vld1q_u8((const uint8_t *)(patch + 4 * c));
@@ -553,17 +552,9 @@ static inline __attribute__((always_inline)) void xnor_block_neon(
       if (masked) x = vandq_u8(x, vld1q_u8(ms + 16 * nq));
       q = vaddq_u8(q, vcntq_u8(x));
     }
-    t = vsubq_s32(vdupq_n_s32(kept[o]),
+    /* kept - correction - 2 * count, per pixel */
+    t = vsubq_s32(vld1q_s32(kb + 4 * (size_t)o),
                   vreinterpretq_s32_u32(vshlq_n_u32(vpaddlq_u16(vpaddlq_u8(q)), 1)));
-    if (border) {
-      const int32_t *corr = corrs + (size_t)o * (size_t)classes;
-      int32_t c4[4];
-      c4[0] = corr[cls[0]];
-      c4[1] = corr[cls[1]];
-      c4[2] = corr[cls[2]];
-      c4[3] = corr[cls[3]];
-      t = vsubq_s32(t, vld1q_s32(c4));
-    }
     y = vmlaq_n_f32(vdupq_n_f32(bias[o]), vcvtq_f32_s32(t), mult[o]);
     if (act == CARDC_ACT_SIGN)
       y = vbslq_f32(vcgeq_f32(y, zero), one, vnegq_f32(one));
@@ -586,21 +577,20 @@ static inline __attribute__((always_inline)) void xnor_block_neon(
   case NQ:                                                                                   \
     if (L->xn_tail) {                                                                        \
       if (L->xn_mask)                                                                        \
-        xnor_block_neon(L, patch, rw, cls, border, dst, plane, n, NQ, 1, 1);                 \
+        xnor_block_neon(L, patch, rw, kb, dst, plane, n, NQ, 1, 1);                 \
       else                                                                                   \
-        xnor_block_neon(L, patch, rw, cls, border, dst, plane, n, NQ, 1, 0);                 \
+        xnor_block_neon(L, patch, rw, kb, dst, plane, n, NQ, 1, 0);                 \
     } else if (L->xn_mask) {                                                                 \
-      xnor_block_neon(L, patch, rw, cls, border, dst, plane, n, NQ, 0, 1);                   \
+      xnor_block_neon(L, patch, rw, kb, dst, plane, n, NQ, 0, 1);                   \
     } else {                                                                                 \
-      xnor_block_neon(L, patch, rw, cls, border, dst, plane, n, NQ, 0, 0);                   \
+      xnor_block_neon(L, patch, rw, kb, dst, plane, n, NQ, 0, 0);                   \
     }                                                                                        \
     return;
 #endif
 
 /* Every output channel of one block of four pixels (n of them valid). */
 static void CARDC_NOINLINE xnor_block(const cardc_layer *L, const uint32_t *patch, int32_t rw,
-                                      const int32_t *cls, int32_t border, float *dst,
-                                      size_t plane, int32_t n) {
+                                      const int32_t *kb, float *dst, size_t plane, int32_t n) {
   int32_t o, l, w, words = 4 * L->xn_chunks + (L->xn_tail ? 1 : 0);
 #ifdef CARDC_XNOR_NEON
   switch (L->xn_chunks) {
@@ -620,7 +610,7 @@ static void CARDC_NOINLINE xnor_block(const cardc_layer *L, const uint32_t *patc
     const uint32_t *ws = L->xn_sign + (size_t)o * (size_t)rw;
     const uint32_t *ms = L->xn_mask ? L->xn_mask + (size_t)o * (size_t)rw : 0;
     uint32_t cnt[4];
-    int32_t corr[4];
+
     for (l = 0; l < 4; l++) {
       uint32_t c = 0;
       for (w = 0; w < words; w++) {
@@ -628,24 +618,46 @@ static void CARDC_NOINLINE xnor_block(const cardc_layer *L, const uint32_t *patc
         c += CARDC_POPCOUNT(ms ? x & ms[w] : x);
       }
       cnt[l] = c;
-      corr[l] = border ? L->xn_corr[(size_t)o * (size_t)L->xn_classes + (size_t)cls[l]] : 0;
     }
-    xnor_store(L, o, cnt, corr, dst + (size_t)o * plane, n);
+    xnor_store(L, o, cnt, kb + 4 * (size_t)o, dst + (size_t)o * plane, n);
   }
 }
 
 /* xnor layer: pack the input signs once, then per block of four output
  * pixels of a row build their patches and count against every channel. */
-/* RAM layout of xn_bits: the packed signs ([ceil(ic/32)][positions]
- * words), four patches (rw words each), and with a multiple of 8 channels
- * the byte rows (xnor_rows). cardc's xnor::ram_words sizes it. */
+/* Fills kt[row class][column pattern][o][4 pixels] with kept[o] minus the
+ * padding correction of each pixel's class, so that a block reads one
+ * vector per output channel. */
+static void xnor_kept_table(const cardc_layer *L, int32_t *kt, int32_t nrc, int32_t ncp) {
+  int32_t rc, cp, o, l;
+  for (rc = 0; rc < nrc; rc++)
+    for (cp = 0; cp < ncp; cp++)
+      for (o = 0; o < L->oc; o++)
+        for (l = 0; l < 4; l++) {
+          int32_t c = L->xn_corr ? L->xn_corr[(size_t)o * (size_t)L->xn_classes +
+                                              (size_t)(rc * L->xn_colclasses +
+                                                       L->xn_colpat[4 * cp + l])]
+                                 : 0;
+          kt[(((size_t)rc * (size_t)ncp + (size_t)cp) * (size_t)L->oc + (size_t)o) * 4 + (size_t)l] =
+              L->xn_kept[o] - c;
+        }
+}
+
+/* RAM layout of xn_bits: the kept-minus-correction table, the packed signs
+ * ([ceil(ic/32)][positions] words), four patches (rw words each), and with
+ * a multiple of 8 channels the byte rows (xnor_rows). cardc's
+ * xnor::ram_words sizes it. */
 static void CARDC_NOINLINE xnor(const cardc_layer *L, const float *s, float *out) {
   const size_t positions = (size_t)L->sw * (size_t)L->hp * (size_t)L->wq;
   const int32_t rw = 4 * L->xn_chunks + 4 * L->xn_tail, bytes = xnor_bytes(L);
   const int32_t run = L->kw * L->ic / 8, rowlen = L->sw * L->wq * (L->ic / 8);
-  uint32_t *bits = L->xn_bits, *patch = bits + positions * (size_t)((L->ic + 31) / 32);
+  const int32_t nrc = L->xn_corr ? L->xn_rowclasses : 1, ncp = L->xn_corr ? L->xn_colpatterns : 1;
+  int32_t *kt = (int32_t *)L->xn_bits;
+  uint32_t *bits = L->xn_bits + (size_t)nrc * (size_t)ncp * (size_t)L->oc * 4;
+  uint32_t *patch = bits + positions * (size_t)((L->ic + 31) / 32);
   uint8_t *rows = (uint8_t *)(patch + 4 * (size_t)rw);
   int32_t oy, ox0, l, ky;
+  xnor_kept_table(L, kt, nrc, ncp);
   xnor_pack_input(L, s, bits, positions);
   if (bytes) {
     xnor_rows(L, bits, positions, rows);
@@ -653,11 +665,12 @@ static void CARDC_NOINLINE xnor(const cardc_layer *L, const float *s, float *out
     memset(patch, 0, sizeof(uint32_t) * 4 * (size_t)rw);
   }
   for (oy = 0; oy < L->oh; oy++) {
-    int32_t rowc = L->xn_rowc ? L->xn_rowc[oy] : 0;
+    int32_t rowc = L->xn_corr ? L->xn_rowc[oy] : 0;
     for (ox0 = 0; ox0 < L->ow; ox0 += 4) {
-      int32_t n = L->ow - ox0 < 4 ? L->ow - ox0 : 4, cls[4], border = rowc != 0;
+      int32_t n = L->ow - ox0 < 4 ? L->ow - ox0 : 4;
+      int32_t cp = L->xn_corr ? L->xn_blockc[ox0 / 4] : 0;
       for (l = 0; l < 4; l++) {
-        int32_t ox = ox0 + (l < n ? l : 0), colc = L->xn_colc ? L->xn_colc[ox] : 0;
+        int32_t ox = ox0 + (l < n ? l : 0);
         if (bytes) {
           uint8_t *pb = (uint8_t *)(patch + (size_t)l * (size_t)rw);
           const uint8_t *src = rows + (size_t)oy * (size_t)L->sh * (size_t)rowlen +
@@ -668,11 +681,8 @@ static void CARDC_NOINLINE xnor(const cardc_layer *L, const float *s, float *out
           xnor_patch(L, bits, positions, (size_t)oy * (size_t)L->sh * (size_t)L->wq + (size_t)ox,
                      patch + (size_t)l * (size_t)rw, rw);
         }
-        cls[l] = rowc * L->xn_colclasses + colc;
-        border |= colc != 0;
       }
-      if (!L->xn_corr) border = 0;
-      xnor_block(L, patch, rw, cls, border,
+      xnor_block(L, patch, rw, kt + ((size_t)rowc * (size_t)ncp + (size_t)cp) * (size_t)L->oc * 4,
                  out + (size_t)oy * (size_t)L->out_row + (size_t)ox0 + (size_t)L->out_base,
                  (size_t)L->out_plane, n);
     }
