@@ -386,12 +386,16 @@ static void CARDC_NOINLINE xnor_pack_input(const cardc_layer *L, const float *s,
     uint32_t *b = bits + (size_t)w * positions;
     pos = 0;
 #ifdef CARDC_XNOR_NEON
-    for (; pos + 4 <= positions; pos += 4) {
-      uint32x4_t acc = vdupq_n_u32(0);
-      for (c = hi; c >= lo; c--)
-        acc = vsliq_n_u32(vshrq_n_u32(vreinterpretq_u32_f32(vld1q_f32(s + (size_t)c * positions + pos)), 31),
-                          acc, 1);
-      vst1q_u32(b + pos, acc);
+    /* 8 positions at a time: per channel two loads, two USHR, two SLI */
+    for (; pos + 8 <= positions; pos += 8) {
+      uint32x4_t acc0 = vdupq_n_u32(0), acc1 = acc0;
+      size_t at = (size_t)hi * positions + pos; /* unsigned: wraps harmlessly past lo */
+      for (c = hi; c >= lo; c--, at -= positions) {
+        acc0 = vsliq_n_u32(vshrq_n_u32(vreinterpretq_u32_f32(vld1q_f32(s + at)), 31), acc0, 1);
+        acc1 = vsliq_n_u32(vshrq_n_u32(vreinterpretq_u32_f32(vld1q_f32(s + at + 4)), 31), acc1, 1);
+      }
+      vst1q_u32(b + pos, acc0);
+      vst1q_u32(b + pos + 4, acc1);
     }
 #endif
     for (; pos < positions; pos++) {
@@ -420,23 +424,27 @@ static int xnor_bytes(const cardc_layer *L) {
 }
 
 /* The packed signs as byte rows: padded row y, padded column x, at
- * rows[(y * sw*wq + x) * ic/8], ic/8 bytes of channels. */
+ * rows[(y * sw*wq + x) * ic/8], ic/8 bytes of channels. Geometry in
+ * locals: the byte stores may alias anything, L included. */
 static void xnor_rows(const cardc_layer *L, const uint32_t *bits, size_t positions, uint8_t *rows) {
-  const int32_t bpp = L->ic / 8, cw = (L->ic + 31) / 32, wp = L->sw * L->wq;
-  int32_t y, x, w, i;
-  for (y = 0; y < L->hp; y++)
-    for (x = 0; x < wp; x++) {
-      size_t pos = ((size_t)(x % L->sw) * (size_t)L->hp + (size_t)y) * (size_t)L->wq +
-                   (size_t)(x / L->sw);
-      uint8_t *d = rows + ((size_t)y * (size_t)wp + (size_t)x) * (size_t)bpp;
-      for (w = 0; w < cw; w++) {
-        uint32_t v = bits[(size_t)w * positions + pos];
-        int32_t n = bpp - 4 * w < 4 ? bpp - 4 * w : 4;
-        if (n == 4)
-          memcpy(d + 4 * w, &v, 4);
-        else
-          for (i = 0; i < n; i++) d[4 * w + i] = (uint8_t)(v >> (8 * i));
-      }
+  const int32_t bpp = L->ic / 8, cw = (L->ic + 31) / 32, sw = L->sw, hp = L->hp, wq = L->wq;
+  int32_t y, q, j, w;
+  for (q = 0; q < sw; q++)
+    for (y = 0; y < hp; y++) {
+      const uint32_t *src = bits + ((size_t)q * (size_t)hp + (size_t)y) * (size_t)wq;
+      uint8_t *d = rows + ((size_t)y * (size_t)sw * (size_t)wq + (size_t)q) * (size_t)bpp;
+      for (j = 0; j < wq; j++, d += (size_t)sw * (size_t)bpp)
+        for (w = 0; w < cw; w++) {
+          uint32_t v = src[(size_t)w * positions + (size_t)j];
+          int32_t n = bpp - 4 * w;
+          if (n >= 4) {
+            memcpy(d + 4 * w, &v, 4);
+          } else {
+            d[4 * w] = (uint8_t)v;
+            if (n > 1) d[4 * w + 1] = (uint8_t)(v >> 8);
+            if (n > 2) d[4 * w + 2] = (uint8_t)(v >> 16);
+          }
+        }
     }
 }
 
@@ -629,18 +637,17 @@ static void CARDC_NOINLINE xnor_block(const cardc_layer *L, const uint32_t *patc
  * padding correction of each pixel's class, so that a block reads one
  * vector per output channel. */
 static void xnor_kept_table(const cardc_layer *L, int32_t *kt, int32_t nrc, int32_t ncp) {
+  const int32_t oc = L->oc, classes = L->xn_classes, *kept = L->xn_kept, *corr = L->xn_corr;
   int32_t rc, cp, o, l;
   for (rc = 0; rc < nrc; rc++)
-    for (cp = 0; cp < ncp; cp++)
-      for (o = 0; o < L->oc; o++)
-        for (l = 0; l < 4; l++) {
-          int32_t c = L->xn_corr ? L->xn_corr[(size_t)o * (size_t)L->xn_classes +
-                                              (size_t)(rc * L->xn_colclasses +
-                                                       L->xn_colpat[4 * cp + l])]
-                                 : 0;
-          kt[(((size_t)rc * (size_t)ncp + (size_t)cp) * (size_t)L->oc + (size_t)o) * 4 + (size_t)l] =
-              L->xn_kept[o] - c;
-        }
+    for (cp = 0; cp < ncp; cp++) {
+      int32_t *k = kt + ((size_t)rc * (size_t)ncp + (size_t)cp) * (size_t)oc * 4;
+      int32_t at[4];
+      for (l = 0; l < 4; l++) at[l] = corr ? rc * L->xn_colclasses + L->xn_colpat[4 * cp + l] : 0;
+      for (o = 0; o < oc; o++, k += 4)
+        for (l = 0; l < 4; l++)
+          k[l] = kept[o] - (corr ? corr[(size_t)o * (size_t)classes + (size_t)at[l]] : 0);
+    }
 }
 
 /* RAM layout of xn_bits: the kept-minus-correction table, the packed signs
@@ -664,27 +671,33 @@ static void CARDC_NOINLINE xnor(const cardc_layer *L, const float *s, float *out
     /* bytes past the patch's kh*kw*ic/8 stay zero */
     memset(patch, 0, sizeof(uint32_t) * 4 * (size_t)rw);
   }
-  for (oy = 0; oy < L->oh; oy++) {
-    int32_t rowc = L->xn_corr ? L->xn_rowc[oy] : 0;
-    for (ox0 = 0; ox0 < L->ow; ox0 += 4) {
-      int32_t n = L->ow - ox0 < 4 ? L->ow - ox0 : 4;
-      int32_t cp = L->xn_corr ? L->xn_blockc[ox0 / 4] : 0;
-      for (l = 0; l < 4; l++) {
-        int32_t ox = ox0 + (l < n ? l : 0);
-        if (bytes) {
-          uint8_t *pb = (uint8_t *)(patch + (size_t)l * (size_t)rw);
-          const uint8_t *src = rows + (size_t)oy * (size_t)L->sh * (size_t)rowlen +
-                               (size_t)ox * (size_t)L->sw * (size_t)(L->ic / 8);
-          for (ky = 0; ky < L->kh; ky++)
-            xnor_copy(pb + (size_t)ky * (size_t)run, src + (size_t)ky * (size_t)rowlen, run);
-        } else {
-          xnor_patch(L, bits, positions, (size_t)oy * (size_t)L->sh * (size_t)L->wq + (size_t)ox,
-                     patch + (size_t)l * (size_t)rw, rw);
+  {
+    /* L's fields in locals: the patch's byte stores may alias anything */
+    const int32_t oh = L->oh, ow = L->ow, kh = L->kh, oc = L->oc, has_corr = L->xn_corr != 0;
+    const size_t row_step = (size_t)L->sh * (size_t)rowlen, col_step = (size_t)L->sw * (size_t)(L->ic / 8);
+    const size_t out_row = (size_t)L->out_row, out_base = (size_t)L->out_base, plane = (size_t)L->out_plane;
+    const size_t sh_wq = (size_t)L->sh * (size_t)L->wq;
+    const uint8_t *rowcs = L->xn_rowc, *blockcs = L->xn_blockc;
+    for (oy = 0; oy < oh; oy++) {
+      int32_t rowc = has_corr ? rowcs[oy] : 0;
+      for (ox0 = 0; ox0 < ow; ox0 += 4) {
+        int32_t n = ow - ox0 < 4 ? ow - ox0 : 4;
+        int32_t cp = has_corr ? blockcs[ox0 / 4] : 0;
+        for (l = 0; l < 4; l++) {
+          size_t ox = (size_t)(ox0 + (l < n ? l : 0));
+          if (bytes) {
+            uint8_t *pb = (uint8_t *)(patch + (size_t)l * (size_t)rw);
+            const uint8_t *src = rows + (size_t)oy * row_step + ox * col_step;
+            for (ky = 0; ky < kh; ky++)
+              xnor_copy(pb + (size_t)ky * (size_t)run, src + (size_t)ky * (size_t)rowlen, run);
+          } else {
+            xnor_patch(L, bits, positions, (size_t)oy * sh_wq + ox, patch + (size_t)l * (size_t)rw,
+                       rw);
+          }
         }
+        xnor_block(L, patch, rw, kt + ((size_t)rowc * (size_t)ncp + (size_t)cp) * (size_t)oc * 4,
+                   out + (size_t)oy * out_row + (size_t)ox0 + out_base, plane, n);
       }
-      xnor_block(L, patch, rw, kt + ((size_t)rowc * (size_t)ncp + (size_t)cp) * (size_t)L->oc * 4,
-                 out + (size_t)oy * (size_t)L->out_row + (size_t)ox0 + (size_t)L->out_base,
-                 (size_t)L->out_plane, n);
     }
   }
 }
