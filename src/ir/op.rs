@@ -82,11 +82,6 @@ pub enum Op {
     Relu,
     /// min(max(x, 0), 6)
     Relu6,
-    /// Binary activation: +1 where x ≥ 0, −1 elsewhere. Trained with the
-    /// straight-through estimator (gradient passed where |x| ≤ 1, the
-    /// derivative of hardtanh), as in XNOR-Net / Bi-Real Net. A
-    /// convolution with binary weights reading it compiles to XOR/popcount.
-    Sign,
     MaxPool(Pool),
     AvgPool(Pool),
     /// Mean over H and W: `[C, H, W]` -> `[C]`.
@@ -96,6 +91,12 @@ pub enum Op {
     /// `[C, H, W]` -> `[C*H*W]` (C-major, as PyTorch's `flatten(1)`).
     Flatten,
     Linear(Linear),
+    // New variants go last: cards store operators by variant index.
+    /// Binary activation: +1 where x ≥ 0, −1 elsewhere. Trained with the
+    /// straight-through estimator (gradient passed where |x| ≤ 1, the
+    /// derivative of hardtanh), as in XNOR-Net / Bi-Real Net. A
+    /// convolution with binary weights reading it compiles to XOR/popcount.
+    Sign,
 }
 
 /// What a parameter tensor of an operator holds.
