@@ -226,7 +226,6 @@ fn emit_layer(out: &mut String, id: usize, l: &MatLayer, in_padded: bool, to: Op
                 array(out, "int32_t", &format!("{p}_corr"), &c.sums, int);
                 let byte = |v: &u8| format!("{v}");
                 array(out, "uint8_t", &format!("{p}_rowc"), &c.row_class, byte);
-                array(out, "uint8_t", &format!("{p}_colc"), &c.col_class, byte);
                 let pats: Vec<u8> = c.col_patterns.iter().flatten().copied().collect();
                 array(
                     out,
@@ -237,7 +236,7 @@ fn emit_layer(out: &mut String, id: usize, l: &MatLayer, in_padded: bool, to: Op
                 );
                 array(out, "uint8_t", &format!("{p}_colpat"), &pats, byte);
                 fields.push(format!(
-                    ".xn_corr = {p}_corr, .xn_rowc = {p}_rowc, .xn_colc = {p}_colc, .xn_classes = {}, .xn_colclasses = {},\n  \
+                    ".xn_corr = {p}_corr, .xn_rowc = {p}_rowc, .xn_classes = {}, .xn_colclasses = {},\n  \
                      .xn_blockc = {p}_blockc, .xn_colpat = {p}_colpat, .xn_rowclasses = {}, .xn_colpatterns = {}",
                     c.sums.len() / g.oc.max(1),
                     c.col_classes,

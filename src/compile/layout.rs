@@ -392,13 +392,13 @@ pub fn emitted_weight_bytes(packed: &Packed, g: &Geom) -> usize {
         }
         // The stream, its padding word and the position offsets.
         Packed::Rice(_) => packed.bytes() + 4 + 4 * g.kh * g.kw,
-        // Words, position offsets, kept counts, padding corrections and
-        // the row/column class tables.
+        // Words, position offsets, kept counts, padding corrections, the
+        // row class table and the column patterns of the 4-pixel blocks.
         Packed::Xnor(x) => {
             let corr = super::xnor::corrections(x, g).map_or(0, |c| {
                 4 * c.sums.len() + c.block_pattern.len() + 4 * c.col_patterns.len()
             });
-            packed.bytes() + 4 * g.kh * g.kw + 4 * g.oc + corr + g.oh + g.ow
+            packed.bytes() + 4 * g.kh * g.kw + 4 * g.oc + corr + g.oh
         }
     }
 }

@@ -28,8 +28,6 @@ use super::lower::Geom;
 pub struct XnorWeights {
     /// Patch length in bits, `kh·kw·ic`.
     pub bits: usize,
-    /// Input channels (bits per kernel position).
-    pub ic: usize,
     /// 128-bit blocks per row.
     pub chunks: usize,
     /// Whether a row ends with a ≤ 32-bit tail word repeated four times.
@@ -79,7 +77,6 @@ pub fn pack(w: &[f32], rows: usize, cols: usize, ic: usize) -> XnorWeights {
     let (chunks, tail) = shape(cols);
     let mut x = XnorWeights {
         bits: cols,
-        ic,
         chunks,
         tail,
         signs: Vec::new(),
@@ -143,7 +140,8 @@ pub fn unpack(x: &XnorWeights, mult: &[f32]) -> Vec<f32> {
 pub struct Corrections {
     /// Per output row its class (0: every kernel row inside the image).
     pub row_class: Vec<u8>,
-    /// Per output column its class (0: every kernel column inside).
+    /// Per output column its class (0: every kernel column inside); the
+    /// kernels see it through `block_pattern`.
     pub col_class: Vec<u8>,
     /// Column classes.
     pub col_classes: usize,

@@ -98,13 +98,13 @@ typedef struct cardc_layer {
   /* xnor: signs and masks ([oc][4*chunks + 4*tail] words; mask NULL when all
    * kept), kept weights per output channel, the padding corrections
    * corr[o][row class][col class] (the sign sum of the padded taps) with
-   * the classes of output rows and columns, and RAM for the kept-minus-
+   * the classes of output rows, and RAM for the kept-minus-
    * correction table, the packed input signs and four pixels' patches. */
   const uint32_t *xn_sign;
   const uint32_t *xn_mask;
   int32_t xn_chunks, xn_tail, xn_classes, xn_colclasses;
   const int32_t *xn_kept, *xn_corr;
-  const uint8_t *xn_rowc, *xn_colc;
+  const uint8_t *xn_rowc;
   /* per block of 4 output columns its pattern of column classes, the
    * patterns ([xn_colpatterns][4]), and the number of row classes */
   const uint8_t *xn_blockc, *xn_colpat;
