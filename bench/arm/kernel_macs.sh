@@ -5,9 +5,11 @@
 # address range, one image).
 #   bench/arm/kernel_macs.sh CARDC M.card FORMAT "FUNC..." [WORKDIR]
 #   FORMAT: the CARDC_* format constant of the layers counted (BINARY, XNOR)
-#   FUNC:   kernel functions in targets/common/cardc_kernels.c; the first is
-#           the kernel's entry, the others its non-inlined helpers
-# e.g. bench/arm/kernel_macs.sh cardc bnn.card XNOR "xnor xnor_block xnor_pack_input"
+#   FUNC:   kernel functions in targets/common/cardc_kernels.c (the entry and
+#           its non-inlined helpers); a name also counts GCC's clones of it
+#           (NAME.isra.0, ...), and NAME* counts every function whose name
+#           starts with NAME
+# e.g. bench/arm/kernel_macs.sh cardc bnn.card XNOR "xnor*"
 #      bench/arm/kernel_macs.sh cardc bp50.card BINARY binary
 set -euo pipefail
 cardc=$1 card=$2 format=$3 funcs=$4 work=${5:-$(mktemp -d)}
@@ -21,13 +23,19 @@ aarch64-linux-gnu-gcc -std=c99 -O3 -ffp-contract=fast -march=armv8-a -static -no
   -o model-static main.c model.c cardc_kernels.c -lm
 head -c "$(python3 -c 'import json;print(json.load(open("report.json"))["input_bytes"])')" /dev/urandom > one.bin
 counts=""
+syms=$(aarch64-linux-gnu-nm -S model-static | awk '$3 == "t" || $3 == "T" {print $4, $1, $2}')
 for f in $funcs; do
-  read -r lo size < <(aarch64-linux-gnu-nm -S model-static | awk -v f="$f" '$4 == f {print $1, $2}') || true
-  if [ -z "${lo:-}" ]; then echo "no function $f in the artifact" >&2; exit 1; fi
-  n=$(qemu-aarch64 -plugin "$work/insn_count.so,lo=0x$lo,hi=$((0x$lo + 0x$size))" -d plugin \
-    ./model-static one.bin 2>&1 | grep -o 'insns_in_range [0-9]*' | awk '{print $2}')
-  counts="$counts $f=$n"
-  lo=""
+  if [[ $f == *"*" ]]; then
+    matched=$(awk -v p="${f%\*}" 'index($1, p) == 1' <<<"$syms")
+  else
+    matched=$(awk -v f="$f" '$1 == f || index($1, f ".") == 1' <<<"$syms")
+  fi
+  if [ -z "$matched" ]; then echo "no function $f in the artifact" >&2; exit 1; fi
+  while read -r name lo size; do
+    n=$(qemu-aarch64 -plugin "$work/insn_count.so,lo=0x$lo,hi=$((0x$lo + 0x$size))" -d plugin \
+      ./model-static one.bin 2>&1 | grep -o 'insns_in_range [0-9]*' | awk '{print $2}')
+    counts="$counts $name=$n"
+  done <<<"$matched"
 done
 python3 - "CARDC_$format" $counts <<'PY'
 import json, re, sys

@@ -98,7 +98,18 @@ fn sparse_index<T>(
 
 /// Emits a matrix layer's arrays (in the orders of [`layout`]) and its
 /// `cardc_layer`.
-fn emit_layer(out: &mut String, id: usize, l: &MatLayer, in_padded: bool, to: Option<&Geom>) {
+/// `to`: the reader's geometry when the output is handed off to it;
+/// `out_bits` / `in_rows`: the hand-off carries sign bits (see
+/// [`super::xnor::hands_bits`]).
+fn emit_layer(
+    out: &mut String,
+    id: usize,
+    l: &MatLayer,
+    in_padded: bool,
+    to: Option<&Geom>,
+    out_bits: bool,
+    in_rows: bool,
+) {
     let p = format!("L{id}");
     let g = &l.geom;
     let pad = layout::Padded::of(g);
@@ -219,14 +230,13 @@ fn emit_layer(out: &mut String, id: usize, l: &MatLayer, in_padded: bool, to: Op
                 fields.push(format!(".xn_mask = {p}_mask"));
             }
             let int = |v: &i32| format!("{v}");
-            let kept: Vec<i32> = x.kept.iter().map(|&k| k as i32).collect();
-            array(out, "int32_t", &format!("{p}_kept"), &kept, int);
-            fields.push(format!(".xn_kept = {p}_kept"));
+            let mult = l.packed.mult.as_deref().unwrap_or(&[]);
+            let table = super::xnor::block_table(x, g, l.act == Act::Sign, mult, &l.bias);
+            array(out, "int32_t", &format!("{p}_kt"), &table, int);
+            fields.push(format!(".xn_kt = {p}_kt"));
             if let Some(c) = super::xnor::corrections(x, g) {
-                array(out, "int32_t", &format!("{p}_corr"), &c.sums, int);
                 let byte = |v: &u8| format!("{v}");
                 array(out, "uint8_t", &format!("{p}_rowc"), &c.row_class, byte);
-                let pats: Vec<u8> = c.col_patterns.iter().flatten().copied().collect();
                 array(
                     out,
                     "uint8_t",
@@ -234,13 +244,8 @@ fn emit_layer(out: &mut String, id: usize, l: &MatLayer, in_padded: bool, to: Op
                     &c.block_pattern,
                     byte,
                 );
-                array(out, "uint8_t", &format!("{p}_colpat"), &pats, byte);
                 fields.push(format!(
-                    ".xn_corr = {p}_corr, .xn_rowc = {p}_rowc, .xn_classes = {}, .xn_colclasses = {},\n  \
-                     .xn_blockc = {p}_blockc, .xn_colpat = {p}_colpat, .xn_rowclasses = {}, .xn_colpatterns = {}",
-                    c.sums.len() / g.oc.max(1),
-                    c.col_classes,
-                    c.row_classes,
+                    ".xn_rowc = {p}_rowc, .xn_blockc = {p}_blockc, .xn_colpatterns = {}",
                     c.col_patterns.len()
                 ));
             }
@@ -278,6 +283,12 @@ fn emit_layer(out: &mut String, id: usize, l: &MatLayer, in_padded: bool, to: Op
     }
     if in_padded {
         fields.push(".in_padded = 1".into());
+    }
+    if out_bits {
+        fields.push(".xn_out_bits = 1".into());
+    }
+    if in_rows {
+        fields.push(".xn_in_rows = 1".into());
     }
     let _ = writeln!(
         out,
@@ -399,11 +410,16 @@ pub fn emit_unit(program: &Program, plan: &Plan, bufs: &layout::Buffers, unit: &
                 let names = [arena, scratch_a, scratch_b];
                 let in_buf = bufs.input[i].unwrap_or(0);
                 let in_padded = i > 0 && bufs.handoff[i - 1].is_some();
-                let next = match (bufs.handoff[i], program.steps.get(i + 1)) {
-                    (Some(_), Some(Step::Mat { layer: n, .. })) => Some(&n.geom),
+                let next_layer = match (bufs.handoff[i], program.steps.get(i + 1)) {
+                    (Some(_), Some(Step::Mat { layer: n, .. })) => Some(n.as_ref()),
                     _ => None,
                 };
-                emit_layer(&mut m, i, layer, in_padded, next);
+                let next = next_layer.map(|n| &n.geom);
+                let out_bits = next_layer.is_some_and(|n| super::xnor::hands_bits(layer, n));
+                let in_rows = in_padded
+                    && matches!(program.steps.get(i.wrapping_sub(1)),
+                        Some(Step::Mat { layer: p, .. }) if super::xnor::hands_bits(p, layer));
+                emit_layer(&mut m, i, layer, in_padded, next, out_bits, in_rows);
                 let src = if in_padded {
                     bufs.padded_input(i, in_buf, &names)
                 } else {

@@ -392,13 +392,17 @@ pub fn emitted_weight_bytes(packed: &Packed, g: &Geom) -> usize {
         }
         // The stream, its padding word and the position offsets.
         Packed::Rice(_) => packed.bytes() + 4 + 4 * g.kh * g.kw,
-        // Words, position offsets, kept counts, padding corrections, the
-        // row class table and the column patterns of the 4-pixel blocks.
+        // Words, position offsets, the per-block table (row classes ×
+        // column patterns × channels × 4 pixels), the row classes and the
+        // pattern of each 4-pixel block.
         Packed::Xnor(x) => {
-            let corr = super::xnor::corrections(x, g).map_or(0, |c| {
-                4 * c.sums.len() + c.block_pattern.len() + 4 * c.col_patterns.len()
+            let (table, classes) = super::xnor::corrections(x, g).map_or((4 * g.oc, 0), |c| {
+                (
+                    c.row_classes * c.col_patterns.len() * 4 * g.oc,
+                    g.oh + c.block_pattern.len(),
+                )
             });
-            packed.bytes() + 4 * g.kh * g.kw + 4 * g.oc + corr + g.oh
+            packed.bytes() + 4 * g.kh * g.kw + 4 * table + classes
         }
     }
 }

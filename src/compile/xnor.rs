@@ -235,26 +235,96 @@ pub fn supported(g: &Geom) -> bool {
     g.kh <= 64 && g.kw <= 64 && 2 * g.ph.max(g.pw) + 1 < 255 && g.ow.div_ceil(4) < 256
 }
 
-/// 32-bit words of RAM a layer needs (`xnor` in cardc_kernels.c): per row
-/// class, block pattern and output channel the four pixels' `kept −
-/// correction` (built on each call from the flash tables); one bit per
-/// padded input element, rounded up to whole words per position; the
-/// patches of four pixels; and with a multiple of 8 input channels the
-/// same bits again as byte rows, from which patches are copied.
+/// 32-bit words of RAM a layer needs (`xnor` in cardc_kernels.c): one bit
+/// per padded input element, rounded up to whole words per position; the
+/// patches of four pixels; with a multiple of 8 input channels the same
+/// bits as byte rows, from which patches are copied; and four outputs per
+/// channel for a block of fewer than four pixels.
 pub fn ram_words(x: &XnorWeights, g: &Geom) -> usize {
-    let kept_table = corrections(x, g).map_or(4 * g.oc, |c| kept_table_words(&c, g.oc));
     let padded = super::layout::Padded::of(g);
     let rows = if g.ic.is_multiple_of(8) {
         (padded.cstride * g.ic / 8).div_ceil(4)
     } else {
         0
     };
-    kept_table + padded.cstride * g.ic.div_ceil(32) + 4 * x.row_words() + rows
+    padded.cstride * g.ic.div_ceil(32) + 4 * x.row_words() + rows + 4 * g.oc
 }
 
-/// Words of the per-call `kept − correction` table.
-pub fn kept_table_words(c: &Corrections, oc: usize) -> usize {
-    c.row_classes * c.col_patterns.len() * oc * 4
+/// Whether `producer`, handing its output straight to `reader` (the
+/// planner's hand-off: the only reader, stride 1), writes it as the
+/// reader's byte rows of sign bits instead of floats (`xn_out_bits` /
+/// `xn_in_rows` in cardc_kernels.c): both run `xnor`, the producer ends in
+/// Sign, and the reader's channels are whole bytes.
+pub fn hands_bits(producer: &super::lower::MatLayer, reader: &super::lower::MatLayer) -> bool {
+    use super::pack::Packed;
+    matches!(producer.packed.packed, Packed::Xnor(_))
+        && matches!(reader.packed.packed, Packed::Xnor(_))
+        && producer.act == super::lower::Act::Sign
+        && reader.geom.ic.is_multiple_of(8)
+        && reader.geom.sw == 1
+}
+
+/// The smallest integer `t` with `mult · t + bias ≥ 0` in f32 (the
+/// kernels' arithmetic, unfused), clamped to `[−lim, lim]`: from there on
+/// the Sign of a binary row's output is +1 (`mult ≥ 0`, a magnitude). NaN
+/// gives `lim` (−1 everywhere, as the reference's Sign of NaN).
+pub fn sign_threshold(mult: f32, bias: f32, lim: i32) -> i32 {
+    let positive = |t: i32| mult * t as f32 + bias >= 0.0;
+    if mult.is_nan() || bias.is_nan() {
+        return lim;
+    }
+    if mult <= 0.0 || positive(-lim) {
+        // Constant (mult = 0), or +1 over the whole range.
+        return if positive(-lim) { -lim } else { lim };
+    }
+    if !positive(lim) {
+        return lim;
+    }
+    // positive(-lim) is false, positive(lim) true, and monotone between.
+    let (mut lo, mut hi) = (-lim, lim);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if positive(mid) { hi = mid } else { lo = mid }
+    }
+    hi
+}
+
+/// The table the kernels read per block of four output pixels, indexed
+/// `[row class][column pattern][output channel][pixel]` (one row class and
+/// pattern without padding): `kept − correction`, the ±1 sum being
+/// `kept − correction − 2·count`; or with a Sign activation the count
+/// above which the output is −1, `⌊(kept − correction − T) / 2⌋` for the
+/// channel's [`sign_threshold`] `T`. Computed here, once, so that the
+/// kernels only compare.
+pub fn block_table(x: &XnorWeights, g: &Geom, sign: bool, mult: &[f32], bias: &[f32]) -> Vec<i32> {
+    let corr = corrections(x, g);
+    let (nrc, patterns) = match &corr {
+        Some(c) => (c.row_classes, c.col_patterns.clone()),
+        None => (1, vec![[0u8; 4]]),
+    };
+    let lim = (g.cols() + 2) as i32;
+    let thresholds: Vec<i32> = (0..g.oc)
+        .map(|o| {
+            let m = mult.get(o).copied().unwrap_or(1.0);
+            sign_threshold(m, bias.get(o).copied().unwrap_or(0.0), lim)
+        })
+        .collect();
+    let mut table = Vec::with_capacity(nrc * patterns.len() * g.oc * 4);
+    for rc in 0..nrc {
+        for pat in &patterns {
+            for (o, &t) in thresholds.iter().enumerate() {
+                for &cc in pat {
+                    let outside = corr.as_ref().map_or(0, |c| {
+                        let classes = c.row_classes * c.col_classes;
+                        c.sums[o * classes + rc * c.col_classes + cc as usize]
+                    });
+                    let kb = x.kept[o] as i32 - outside;
+                    table.push(if sign { (kb - t).div_euclid(2) } else { kb });
+                }
+            }
+        }
+    }
+    table
 }
 
 #[cfg(test)]

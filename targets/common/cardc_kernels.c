@@ -448,6 +448,64 @@ static void xnor_rows(const cardc_layer *L, const uint32_t *bits, size_t positio
     }
 }
 
+/* With stride 1 the padded positions are already in row order, so the
+ * signs pack straight into the byte rows (bit i of byte k: channel 8k + i
+ * negative), without the word planes: per word of 32 channels and 8
+ * positions, one load and one SRI per channel (the float's sign bit shifted
+ * in from the top, channels in increasing order). */
+static void CARDC_NOINLINE xnor_pack_rows(const cardc_layer *L, const float *s, uint8_t *rows,
+                                          size_t positions) {
+  const int32_t ic = L->ic, bpp = ic / 8, cw = (ic + 31) / 32;
+  int32_t w, c;
+  for (w = 0; w < cw; w++) {
+    const int32_t lo = 32 * w, hi = ic < lo + 32 ? ic : lo + 32, nb = bpp - 4 * w < 4 ? bpp - 4 * w : 4;
+    const int32_t shift = 32 - (hi - lo);
+    size_t pos = 0;
+#ifdef CARDC_XNOR_NEON
+    for (; pos + 8 <= positions; pos += 8) {
+      uint32x4_t acc0 = vdupq_n_u32(0), acc1 = acc0;
+      const float *x = s + (size_t)lo * positions + pos;
+      uint32_t wd[8];
+      int32_t k;
+      /* two channels per step: SRI overwrites its first operand, so the
+       * accumulators alternate registers instead of being moved back */
+      for (c = lo; c + 2 <= hi; c += 2, x += 2 * positions) {
+        uint32x4_t b0 = vsriq_n_u32(vreinterpretq_u32_f32(vld1q_f32(x)), acc0, 1);
+        uint32x4_t b1 = vsriq_n_u32(vreinterpretq_u32_f32(vld1q_f32(x + 4)), acc1, 1);
+        acc0 = vsriq_n_u32(vreinterpretq_u32_f32(vld1q_f32(x + positions)), b0, 1);
+        acc1 = vsriq_n_u32(vreinterpretq_u32_f32(vld1q_f32(x + positions + 4)), b1, 1);
+      }
+      if (c < hi) {
+        acc0 = vsriq_n_u32(vreinterpretq_u32_f32(vld1q_f32(x)), acc0, 1);
+        acc1 = vsriq_n_u32(vreinterpretq_u32_f32(vld1q_f32(x + 4)), acc1, 1);
+      }
+      if (shift) {
+        acc0 = vshlq_u32(acc0, vdupq_n_s32(-shift));
+        acc1 = vshlq_u32(acc1, vdupq_n_s32(-shift));
+      }
+      if (bpp == 4) {
+        vst1q_u8(rows + 4 * pos, vreinterpretq_u8_u32(acc0));
+        vst1q_u8(rows + 4 * pos + 16, vreinterpretq_u8_u32(acc1));
+        continue;
+      }
+      if (bpp == 2) {
+        vst1q_u8(rows + 2 * pos,
+                 vreinterpretq_u8_u16(vcombine_u16(vmovn_u32(acc0), vmovn_u32(acc1))));
+        continue;
+      }
+      vst1q_u32(wd, acc0);
+      vst1q_u32(wd + 4, acc1);
+      for (k = 0; k < 8; k++) memcpy(rows + (pos + (size_t)k) * (size_t)bpp + 4 * w, wd + k, (size_t)nb);
+    }
+#endif
+    for (; pos < positions; pos++) {
+      uint32_t acc = 0;
+      for (c = hi - 1; c >= lo; c--) acc = acc << 1 | (uint32_t)(s[(size_t)c * positions + pos] < 0.0f);
+      memcpy(rows + pos * (size_t)bpp + 4 * w, &acc, (size_t)nb);
+    }
+  }
+}
+
 /* Copies n bytes in 8- or 4-byte moves (the last one overlapping). */
 static void xnor_copy(uint8_t *d, const uint8_t *s, int32_t n) {
   int32_t i;
@@ -492,31 +550,92 @@ static void xnor_patch(const cardc_layer *L, const uint32_t *bits, size_t positi
 /* y = act(mult * (kept - 2 * count - corr) + bias) for the n valid pixels
  * of a block: the +-1 sum is formed exactly in integers first, so that the
  * result rounds like the reference's (a Sign after it flips on any
- * difference near 0). */
+ * difference near 0). With a Sign activation kb holds the count threshold
+ * instead (xnor_kept_table): -1 exactly where count > kb. */
 static void xnor_store(const cardc_layer *L, int32_t o, const uint32_t cnt[4], const int32_t kb[4],
                        float *dst, int32_t n) {
   int32_t l;
   for (l = 0; l < n; l++) {
-    int32_t t = kb[l] - 2 * (int32_t)cnt[l];
-    dst[l] = act_apply(L->mult[o] * (float)t + L->bias[o], L->act);
+    if (L->act == CARDC_ACT_SIGN) {
+      dst[l] = (int32_t)cnt[l] > kb[l] ? -1.0f : 1.0f;
+    } else {
+      int32_t t = kb[l] - 2 * (int32_t)cnt[l];
+      dst[l] = act_apply(L->mult[o] * (float)t + L->bias[o], L->act);
+    }
   }
 }
 
 #ifdef CARDC_XNOR_NEON
+/* Epilogues of the NEON block: float (mult * t + bias, then ReLU/ReLU6 if
+ * the layer has one) or Sign (a compare with the count threshold). */
+#define XNOR_EP_NONE 0
+#define XNOR_EP_SIGN 1
+#define XNOR_EP_RELU 2
+#define XNOR_EP_BITS 3
+
+/* One output channel's counts for the block's four pixels: per 128-bit
+ * chunk one load of the signs (and of the mask), and per pixel an EOR (AND),
+ * CNT and ADD; pairwise adds gather each pixel's bytes, the tail register
+ * holds the four pixels' tails. */
+static inline __attribute__((always_inline)) int32x4_t xnor_count_neon(
+    const uint8x16_t *P0, const uint8x16_t *P1, const uint8x16_t *P2, const uint8x16_t *P3,
+    uint8x16_t T, const uint8_t *ws, const uint8_t *ms, const int nq, const int tail,
+    const int masked) {
+  uint8x16_t a0 = vdupq_n_u8(0), a1 = a0, a2 = a0, a3 = a0, q;
+  int32_t c;
+  for (c = 0; c < nq; c++) {
+    uint8x16_t w = vld1q_u8(ws + 16 * c), x0 = veorq_u8(P0[c], w), x1 = veorq_u8(P1[c], w),
+               x2 = veorq_u8(P2[c], w), x3 = veorq_u8(P3[c], w);
+    if (masked) {
+      uint8x16_t m = vld1q_u8(ms + 16 * c);
+      x0 = vandq_u8(x0, m);
+      x1 = vandq_u8(x1, m);
+      x2 = vandq_u8(x2, m);
+      x3 = vandq_u8(x3, m);
+    }
+    if (c == 0) {
+      a0 = vcntq_u8(x0);
+      a1 = vcntq_u8(x1);
+      a2 = vcntq_u8(x2);
+      a3 = vcntq_u8(x3);
+    } else {
+      a0 = vaddq_u8(a0, vcntq_u8(x0));
+      a1 = vaddq_u8(a1, vcntq_u8(x1));
+      a2 = vaddq_u8(a2, vcntq_u8(x2));
+      a3 = vaddq_u8(a3, vcntq_u8(x3));
+    }
+  }
+  if (tail) {
+    uint8x16_t x = veorq_u8(T, vld1q_u8(ws + 16 * nq));
+    if (masked) x = vandq_u8(x, vld1q_u8(ms + 16 * nq));
+    x = vcntq_u8(x);
+    /* bytes 4l..4l+3 of q: pixel l's partial counts */
+    q = nq ? vaddq_u8(vpaddq_u8(vpaddq_u8(a0, a1), vpaddq_u8(a2, a3)), x) : x;
+  } else {
+    q = vpaddq_u8(vpaddq_u8(a0, a1), vpaddq_u8(a2, a3));
+  }
+  return vreinterpretq_s32_u32(vpaddlq_u16(vpaddlq_u8(q)));
+}
+
 /* All output channels of one block of four pixels (patches at `patch`, rw
- * words apart): the patches stay in registers; per output channel and
- * 128-bit chunk one load of the signs (and of the mask), and per pixel an
- * EOR (AND), CNT and ADD; pairwise adds gather each pixel's bytes. */
+ * words apart), four lanes stored per channel: the patches stay in
+ * registers; per output channel and 128-bit chunk one load of the signs
+ * (and of the mask), and per pixel an EOR (AND), CNT and ADD; pairwise adds
+ * gather each pixel's bytes. */
 static inline __attribute__((always_inline)) void xnor_block_neon(
     const cardc_layer *L, const uint32_t *patch, int32_t rw, const int32_t *kb, float *dst,
-    size_t plane, int32_t n, const int nq, const int tail, const int masked) {
+    uint8_t *bo, size_t plane, const int nq, const int tail, const int masked, const int ep) {
   uint8x16_t P0[CARDC_XNOR_NEON_CHUNKS], P1[CARDC_XNOR_NEON_CHUNKS],
       P2[CARDC_XNOR_NEON_CHUNKS], P3[CARDC_XNOR_NEON_CHUNKS], T = vdupq_n_u8(0);
-  const float32x4_t one = vdupq_n_f32(1.0f), zero = vdupq_n_f32(0.0f);
+  const float32x4_t zero = vdupq_n_f32(0.0f), six = vdupq_n_f32(6.0f);
+  const uint32x4_t signbit = vdupq_n_u32(0x80000000u), one = vdupq_n_u32(0x3f800000u);
+  const int32x4_t two = vdupq_n_s32(2);
   /* L's fields in locals: the stores to dst could alias them otherwise */
-  const uint32_t *sign = L->xn_sign, *mask = L->xn_mask;
+  const uint8_t *ws = (const uint8_t *)L->xn_sign;
+  const uint8_t *ms = masked ? (const uint8_t *)L->xn_mask : 0;
   const float *mult = L->mult, *bias = L->bias;
-  const int32_t oc = L->oc, act = L->act;
+  const int32_t oc = L->oc, relu6 = L->act == CARDC_ACT_RELU6;
+  const size_t rb = 4 * (size_t)rw;
   int32_t o, c;
   for (c = 0; c < nq; c++) {
     P0[c] = vld1q_u8((const uint8_t *)(patch + 4 * c));
@@ -532,88 +651,130 @@ static inline __attribute__((always_inline)) void xnor_block_neon(
     t4[3] = patch[3 * rw + 4 * nq];
     T = vreinterpretq_u8_u32(vld1q_u32(t4));
   }
-  for (o = 0; o < oc; o++) {
-    const uint8_t *ws = (const uint8_t *)(sign + (size_t)o * (size_t)rw);
-    const uint8_t *ms = masked ? (const uint8_t *)(mask + (size_t)o * (size_t)rw) : 0;
-    uint8x16_t a0 = vdupq_n_u8(0), a1 = a0, a2 = a0, a3 = a0, q;
-    int32x4_t t;
-    float32x4_t y;
-    for (c = 0; c < nq; c++) {
-      uint8x16_t w = vld1q_u8(ws + 16 * c), x0 = veorq_u8(P0[c], w), x1 = veorq_u8(P1[c], w),
-                 x2 = veorq_u8(P2[c], w), x3 = veorq_u8(P3[c], w);
-      if (masked) {
-        uint8x16_t m = vld1q_u8(ms + 16 * c);
-        x0 = vandq_u8(x0, m);
-        x1 = vandq_u8(x1, m);
-        x2 = vandq_u8(x2, m);
-        x3 = vandq_u8(x3, m);
+  if (ep == XNOR_EP_BITS) {
+    /* Sign output as bits: per word of 32 channels, the sign of
+     * threshold - count shifted in from the top per channel (SRI), then
+     * the 4 pixels' bytes stored into the reader's rows */
+    const int32_t bpp = oc / 8;
+    uint8_t *rows = bo;
+    int32_t w;
+    for (w = 0; 32 * w < oc; w++) {
+      const int32_t hi = oc < 32 * w + 32 ? oc : 32 * w + 32;
+      const int32_t nb = bpp - 4 * w < 4 ? bpp - 4 * w : 4;
+      uint32x4_t acc = vdupq_n_u32(0);
+      for (o = 32 * w; o < hi; o++, ws += rb, ms += masked ? rb : 0, kb += 4) {
+        const int32x4_t cnt = xnor_count_neon(P0, P1, P2, P3, T, ws, ms, nq, tail, masked);
+        acc = vsriq_n_u32(vreinterpretq_u32_s32(vsubq_s32(vld1q_s32(kb), cnt)), acc, 1);
       }
-      a0 = vaddq_u8(a0, vcntq_u8(x0));
-      a1 = vaddq_u8(a1, vcntq_u8(x1));
-      a2 = vaddq_u8(a2, vcntq_u8(x2));
-      a3 = vaddq_u8(a3, vcntq_u8(x3));
+      if (hi - 32 * w < 32) acc = vshlq_u32(acc, vdupq_n_s32(hi - 32 * w - 32));
+      if (bpp == 4) {
+        vst1q_u8(rows, vreinterpretq_u8_u32(acc));
+      } else if (bpp == 2) {
+        vst1_u8(rows, vreinterpret_u8_u16(vmovn_u32(acc)));
+      } else {
+        uint32_t wd[4];
+        int32_t l;
+        vst1q_u32(wd, acc);
+        for (l = 0; l < 4; l++) memcpy(rows + (size_t)l * (size_t)bpp + 4 * w, wd + l, (size_t)nb);
+      }
     }
-    /* bytes 4l..4l+3 of q: pixel l's partial counts */
-    q = vpaddq_u8(vpaddq_u8(a0, a1), vpaddq_u8(a2, a3));
-    if (tail) {
-      uint8x16_t x = veorq_u8(T, vld1q_u8(ws + 16 * nq));
-      if (masked) x = vandq_u8(x, vld1q_u8(ms + 16 * nq));
-      q = vaddq_u8(q, vcntq_u8(x));
-    }
-    /* kept - correction - 2 * count, per pixel */
-    t = vsubq_s32(vld1q_s32(kb + 4 * (size_t)o),
-                  vreinterpretq_s32_u32(vshlq_n_u32(vpaddlq_u16(vpaddlq_u8(q)), 1)));
-    y = vmlaq_n_f32(vdupq_n_f32(bias[o]), vcvtq_f32_s32(t), mult[o]);
-    if (act == CARDC_ACT_SIGN)
-      y = vbslq_f32(vcgeq_f32(y, zero), one, vnegq_f32(one));
-    else if (act != CARDC_ACT_NONE) {
-      y = vbslq_f32(vcgtq_f32(y, zero), y, zero);
-      if (act == CARDC_ACT_RELU6) y = vminq_f32(y, vdupq_n_f32(6.0f));
-    }
-    if (n == 4) {
-      vst1q_f32(dst + (size_t)o * plane, y);
+    return;
+  }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 2
+#endif
+  for (o = 0; o < oc; o++, ws += rb, ms += masked ? rb : 0, kb += 4, dst += plane) {
+    const int32x4_t cnt = xnor_count_neon(P0, P1, P2, P3, T, ws, ms, nq, tail, masked);
+    if (ep == XNOR_EP_SIGN) {
+      /* -1 (sign bit set) where count > threshold */
+      uint32x4_t d = vreinterpretq_u32_s32(vsubq_s32(vld1q_s32(kb), cnt));
+      vst1q_f32(dst, vreinterpretq_f32_u32(vorrq_u32(vandq_u32(d, signbit), one)));
     } else {
-      float y4[4];
-      int32_t l;
-      vst1q_f32(y4, y);
-      for (l = 0; l < n; l++) dst[(size_t)o * plane + (size_t)l] = y4[l];
+      /* kept - correction - 2 * count, per pixel */
+      int32x4_t t = vmlsq_s32(vld1q_s32(kb), cnt, two);
+      float32x4_t y = vfmaq_n_f32(vld1q_dup_f32(bias + o), vcvtq_f32_s32(t), mult[o]);
+      if (ep == XNOR_EP_RELU) {
+        y = vbslq_f32(vcgtq_f32(y, zero), y, zero); /* NaN -> 0, as act_apply */
+        if (relu6) y = vminq_f32(y, six);
+      }
+      vst1q_f32(dst, y);
     }
   }
 }
 
-#define XNOR_NEON_CASE(NQ)                                                                   \
-  case NQ:                                                                                   \
-    if (L->xn_tail) {                                                                        \
-      if (L->xn_mask)                                                                        \
-        xnor_block_neon(L, patch, rw, kb, dst, plane, n, NQ, 1, 1);                 \
-      else                                                                                   \
-        xnor_block_neon(L, patch, rw, kb, dst, plane, n, NQ, 1, 0);                 \
-    } else if (L->xn_mask) {                                                                 \
-      xnor_block_neon(L, patch, rw, kb, dst, plane, n, NQ, 0, 1);                   \
-    } else {                                                                                 \
-      xnor_block_neon(L, patch, rw, kb, dst, plane, n, NQ, 0, 0);                   \
-    }                                                                                        \
-    return;
+#define XNOR_NEON_EP(NQ, TAIL, MASKED)                                                        \
+  if (ep == XNOR_EP_BITS)                                                                     \
+    xnor_block_neon(L, patch, rw, kb, dst, bo, plane, NQ, TAIL, MASKED, XNOR_EP_BITS);        \
+  else if (ep == XNOR_EP_SIGN)                                                                \
+    xnor_block_neon(L, patch, rw, kb, dst, bo, plane, NQ, TAIL, MASKED, XNOR_EP_SIGN);        \
+  else if (ep == XNOR_EP_NONE)                                                                \
+    xnor_block_neon(L, patch, rw, kb, dst, bo, plane, NQ, TAIL, MASKED, XNOR_EP_NONE);        \
+  else                                                                                        \
+    xnor_block_neon(L, patch, rw, kb, dst, bo, plane, NQ, TAIL, MASKED, XNOR_EP_RELU);
+
+#define XNOR_NEON_CASE(NQ)                                                                    \
+  case NQ:                                                                                    \
+    if (L->xn_tail) {                                                                         \
+      if (L->xn_mask) {                                                                       \
+        XNOR_NEON_EP(NQ, 1, 1)                                                                \
+      } else {                                                                                \
+        XNOR_NEON_EP(NQ, 1, 0)                                                                \
+      }                                                                                       \
+    } else if (L->xn_mask) {                                                                  \
+      XNOR_NEON_EP(NQ, 0, 1)                                                                  \
+    } else {                                                                                  \
+      XNOR_NEON_EP(NQ, 0, 0)                                                                  \
+    }                                                                                         \
+    break;
 #endif
 
-/* Every output channel of one block of four pixels (n of them valid). */
+/* Every output channel of one block of four pixels (n of them valid):
+ * floats at dst (channel planes `plane` apart), or with xn_out_bits the
+ * bits at `bits_out`, the reader's byte rows of the block's first pixel. */
 static void CARDC_NOINLINE xnor_block(const cardc_layer *L, const uint32_t *patch, int32_t rw,
-                                      const int32_t *kb, float *dst, size_t plane, int32_t n) {
+                                      const int32_t *kb, float *dst, uint8_t *bits_out,
+                                      size_t plane, int32_t n, float *partial) {
   int32_t o, l, w, words = 4 * L->xn_chunks + (L->xn_tail ? 1 : 0);
+  const size_t bpp = (size_t)(L->oc / 8);
 #ifdef CARDC_XNOR_NEON
-  switch (L->xn_chunks) {
-    XNOR_NEON_CASE(0)
-    XNOR_NEON_CASE(1)
-    XNOR_NEON_CASE(2)
-    XNOR_NEON_CASE(3)
-    XNOR_NEON_CASE(4)
-    XNOR_NEON_CASE(5)
-    XNOR_NEON_CASE(6)
-    XNOR_NEON_CASE(7)
-    default:
-      break;
+  if (L->xn_chunks <= CARDC_XNOR_NEON_CHUNKS) {
+    const int ep = L->xn_out_bits             ? XNOR_EP_BITS
+                   : L->act == CARDC_ACT_SIGN ? XNOR_EP_SIGN
+                   : L->act == CARDC_ACT_NONE ? XNOR_EP_NONE
+                                              : XNOR_EP_RELU;
+    /* a partial block goes through `partial` (4 lanes per channel, or 4
+     * pixels' bytes) */
+    float *out = n == 4 ? dst : partial;
+    uint8_t *bo = n == 4 ? bits_out : (uint8_t *)partial;
+    const size_t pl = n == 4 ? plane : 4;
+    {
+      float *dst = out;
+      size_t plane = pl;
+      switch (L->xn_chunks) {
+        XNOR_NEON_CASE(0)
+        XNOR_NEON_CASE(1)
+        XNOR_NEON_CASE(2)
+        XNOR_NEON_CASE(3)
+        XNOR_NEON_CASE(4)
+        XNOR_NEON_CASE(5)
+        XNOR_NEON_CASE(6)
+        XNOR_NEON_CASE(7)
+        default:
+          break;
+      }
+    }
+    if (n < 4) {
+      if (L->xn_out_bits)
+        memcpy(bits_out, partial, (size_t)n * bpp);
+      else
+        for (o = 0; o < L->oc; o++)
+          for (l = 0; l < n; l++) dst[(size_t)o * plane + (size_t)l] = partial[4 * o + l];
+    }
+    return;
   }
 #endif
+  (void)partial;
+  if (L->xn_out_bits) memset(bits_out, 0, (size_t)n * bpp);
   for (o = 0; o < L->oc; o++) {
     const uint32_t *ws = L->xn_sign + (size_t)o * (size_t)rw;
     const uint32_t *ms = L->xn_mask ? L->xn_mask + (size_t)o * (size_t)rw : 0;
@@ -627,76 +788,151 @@ static void CARDC_NOINLINE xnor_block(const cardc_layer *L, const uint32_t *patc
       }
       cnt[l] = c;
     }
-    xnor_store(L, o, cnt, kb + 4 * (size_t)o, dst + (size_t)o * plane, n);
+    if (L->xn_out_bits) {
+      /* bit o of the pixel's ic/8 bytes set where the output is -1 */
+      for (l = 0; l < n; l++)
+        if ((int32_t)cnt[l] > kb[4 * (size_t)o + (size_t)l])
+          bits_out[(size_t)l * bpp + (size_t)(o / 8)] |= (uint8_t)(1u << (o % 8));
+    } else {
+      xnor_store(L, o, cnt, kb + 4 * (size_t)o, dst + (size_t)o * plane, n);
+    }
   }
 }
 
-/* xnor layer: pack the input signs once, then per block of four output
- * pixels of a row build their patches and count against every channel. */
-/* Fills kt[row class][column pattern][o][4 pixels] with kept[o] minus the
- * padding correction of each pixel's class, so that a block reads one
- * vector per output channel. */
-static void xnor_kept_table(const cardc_layer *L, int32_t *kt, int32_t nrc, int32_t ncp) {
-  const int32_t oc = L->oc, classes = L->xn_classes, *kept = L->xn_kept, *corr = L->xn_corr;
-  int32_t rc, cp, o, l;
-  for (rc = 0; rc < nrc; rc++)
-    for (cp = 0; cp < ncp; cp++) {
-      int32_t *k = kt + ((size_t)rc * (size_t)ncp + (size_t)cp) * (size_t)oc * 4;
-      int32_t at[4];
-      for (l = 0; l < 4; l++) at[l] = corr ? rc * L->xn_colclasses + L->xn_colpat[4 * cp + l] : 0;
-      for (o = 0; o < oc; o++, k += 4)
-        for (l = 0; l < 4; l++)
-          k[l] = kept[o] - (corr ? corr[(size_t)o * (size_t)classes + (size_t)at[l]] : 0);
+/* The blocks of an xnor layer whose patches are byte rows (a multiple of
+ * 8 input channels): each pixel's patch is kh copies of `run` bytes, with
+ * the run and kh constants in the specialized copies (xnor). Geometry in
+ * locals: the patch's byte stores may alias anything, L included. */
+static inline __attribute__((always_inline)) void xnor_row_blocks(
+    const cardc_layer *L, const uint8_t *rows, uint32_t *patch, int32_t rw, const int32_t *kt,
+    int32_t ncp, float *out, uint8_t *bout, float *partial, const int32_t run_c,
+    const int32_t kh_c) {
+  const int32_t oh = L->oh, ow = L->ow, oc = L->oc, has_corr = L->xn_rowc != 0;
+  const size_t obpp = (size_t)(L->oc / 8), opitch = (size_t)L->out_wq * obpp;
+  const size_t obase = ((size_t)L->out_ph * (size_t)L->out_wq + (size_t)L->out_pw) * obpp;
+  const int32_t run = run_c ? run_c : L->kw * L->ic / 8, kh = kh_c ? kh_c : L->kh;
+  const size_t rowlen = (size_t)L->sw * (size_t)L->wq * (size_t)(L->ic / 8);
+  const size_t row_step = (size_t)L->sh * rowlen, col_step = (size_t)L->sw * (size_t)(L->ic / 8);
+  const size_t out_row = (size_t)L->out_row, out_base = (size_t)L->out_base,
+               plane = (size_t)L->out_plane, rwb = 4 * (size_t)rw;
+  const uint8_t *rowcs = L->xn_rowc, *blockcs = L->xn_blockc;
+  uint8_t *pb = (uint8_t *)patch;
+  int32_t oy, ox0, l, ky;
+  for (oy = 0; oy < oh; oy++) {
+    const int32_t rowc = has_corr ? rowcs[oy] : 0;
+    const uint8_t *srow = rows + (size_t)oy * row_step;
+    float *orow = out + (size_t)oy * out_row + out_base;
+    for (ox0 = 0; ox0 < ow; ox0 += 4) {
+      const int32_t n = ow - ox0 < 4 ? ow - ox0 : 4;
+      const int32_t cp = has_corr ? blockcs[ox0 / 4] : 0;
+      const uint8_t *src = srow + (size_t)ox0 * col_step;
+      uint8_t *d = pb;
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 4
+#endif
+      for (l = 0; l < 4; l++, d += rwb) {
+        if (kh_c == 3 && run_c) {
+          /* the three kernel rows' runs, each moved in whole 8/16-byte
+           * words that run past it (later runs overwrite the excess, the
+           * last one's is cleared): the rows are followed by `partial`,
+           * the patch has room up to its rw words */
+          const size_t m = run_c <= 8 ? 8 : run_c <= 16 ? 16 : run_c <= 32 ? 32 : 48;
+          memcpy(d, src, m);
+          memcpy(d + run_c, src + rowlen, m);
+          memcpy(d + 2 * run_c, src + 2 * rowlen, m);
+          if (m > (size_t)run_c) memset(d + 3 * run_c, 0, m - (size_t)run_c);
+        } else {
+          for (ky = 0; ky < kh; ky++)
+            xnor_copy(d + (size_t)ky * (size_t)run, src + (size_t)ky * rowlen, run);
+        }
+        if (l + 1 < n) src += col_step;
+      }
+      xnor_block(L, patch, rw, kt + ((size_t)rowc * (size_t)ncp + (size_t)cp) * (size_t)oc * 4,
+                 orow + ox0, bout ? bout + obase + (size_t)oy * opitch + (size_t)ox0 * obpp : 0,
+                 plane, n, partial);
     }
+  }
 }
 
-/* RAM layout of xn_bits: the kept-minus-correction table, the packed signs
- * ([ceil(ic/32)][positions] words), four patches (rw words each), and with
- * a multiple of 8 channels the byte rows (xnor_rows). cardc's
- * xnor::ram_words sizes it. */
+/* Zeroes the border positions of the reader's byte rows (xn_out_bits):
+ * zero padding packs as clear bits. */
+static void xnor_zero_row_borders(const cardc_layer *L, uint8_t *rows) {
+  const size_t bpp = (size_t)(L->oc / 8), wq = (size_t)L->out_wq, pw = (size_t)L->out_pw;
+  int32_t y;
+  for (y = 0; y < L->out_hp; y++) {
+    uint8_t *r = rows + (size_t)y * wq * bpp;
+    if (y < L->out_ph || y >= L->out_ph + L->oh) {
+      memset(r, 0, wq * bpp);
+    } else {
+      memset(r, 0, pw * bpp);
+      memset(r + (pw + (size_t)L->ow) * bpp, 0, (wq - pw - (size_t)L->ow) * bpp);
+    }
+  }
+}
+
+/* RAM layout of xn_bits: the packed signs ([ceil(ic/32)][positions]
+ * words), four patches (rw words each), with a multiple of 8 channels the
+ * byte rows (xnor_rows), then 4 * oc floats for a partial block's outputs.
+ * cardc's xnor::ram_words sizes it. With xn_in_rows the input `s` is the
+ * byte rows already; with xn_out_bits `out` receives the reader's. */
 static void CARDC_NOINLINE xnor(const cardc_layer *L, const float *s, float *out) {
   const size_t positions = (size_t)L->sw * (size_t)L->hp * (size_t)L->wq;
   const int32_t rw = 4 * L->xn_chunks + 4 * L->xn_tail, bytes = xnor_bytes(L);
-  const int32_t run = L->kw * L->ic / 8, rowlen = L->sw * L->wq * (L->ic / 8);
-  const int32_t nrc = L->xn_corr ? L->xn_rowclasses : 1, ncp = L->xn_corr ? L->xn_colpatterns : 1;
-  int32_t *kt = (int32_t *)L->xn_bits;
-  uint32_t *bits = L->xn_bits + (size_t)nrc * (size_t)ncp * (size_t)L->oc * 4;
+  const int32_t ncp = L->xn_rowc ? L->xn_colpatterns : 1;
+  const int32_t *kt = L->xn_kt;
+  uint32_t *bits = L->xn_bits;
   uint32_t *patch = bits + positions * (size_t)((L->ic + 31) / 32);
   uint8_t *rows = (uint8_t *)(patch + 4 * (size_t)rw);
-  int32_t oy, ox0, l, ky;
-  xnor_kept_table(L, kt, nrc, ncp);
-  xnor_pack_input(L, s, bits, positions);
+  float *partial = (float *)(patch + 4 * (size_t)rw +
+                             (bytes ? (positions * (size_t)(L->ic / 8) + 3) / 4 : 0));
+  uint8_t *bout = L->xn_out_bits ? (uint8_t *)(void *)out : 0;
+  if (bout) xnor_zero_row_borders(L, bout);
   if (bytes) {
-    xnor_rows(L, bits, positions, rows);
+    const int32_t run = L->kw * L->ic / 8;
+    const uint8_t *src = rows;
+    if (L->xn_in_rows) {
+      src = (const uint8_t *)(const void *)s;
+    } else if (L->sw == 1) {
+      xnor_pack_rows(L, s, rows, positions);
+    } else {
+      xnor_pack_input(L, s, bits, positions);
+      xnor_rows(L, bits, positions, rows);
+    }
     /* bytes past the patch's kh*kw*ic/8 stay zero */
     memset(patch, 0, sizeof(uint32_t) * 4 * (size_t)rw);
+    /* 3x3 kernels on 16, 32, 64 and 128 channels: the copies' sizes known */
+    if (L->kh == 3 && run == 6)
+      xnor_row_blocks(L, src, patch, rw, kt, ncp, out, bout, partial, 6, 3);
+    else if (L->kh == 3 && run == 12)
+      xnor_row_blocks(L, src, patch, rw, kt, ncp, out, bout, partial, 12, 3);
+    else if (L->kh == 3 && run == 24)
+      xnor_row_blocks(L, src, patch, rw, kt, ncp, out, bout, partial, 24, 3);
+    else if (L->kh == 3 && run == 48)
+      xnor_row_blocks(L, src, patch, rw, kt, ncp, out, bout, partial, 48, 3);
+    else
+      xnor_row_blocks(L, src, patch, rw, kt, ncp, out, bout, partial, 0, 0);
+    return;
   }
+  xnor_pack_input(L, s, bits, positions);
   {
-    /* L's fields in locals: the patch's byte stores may alias anything */
-    const int32_t oh = L->oh, ow = L->ow, kh = L->kh, oc = L->oc, has_corr = L->xn_corr != 0;
-    const size_t row_step = (size_t)L->sh * (size_t)rowlen, col_step = (size_t)L->sw * (size_t)(L->ic / 8);
-    const size_t out_row = (size_t)L->out_row, out_base = (size_t)L->out_base, plane = (size_t)L->out_plane;
-    const size_t sh_wq = (size_t)L->sh * (size_t)L->wq;
-    const uint8_t *rowcs = L->xn_rowc, *blockcs = L->xn_blockc;
+    const int32_t oh = L->oh, ow = L->ow, oc = L->oc, has_corr = L->xn_rowc != 0;
+    const size_t out_row = (size_t)L->out_row, out_base = (size_t)L->out_base,
+                 plane = (size_t)L->out_plane, sh_wq = (size_t)L->sh * (size_t)L->wq;
+    const size_t obpp = (size_t)(L->oc / 8), opitch = (size_t)L->out_wq * obpp;
+    const size_t obase = ((size_t)L->out_ph * (size_t)L->out_wq + (size_t)L->out_pw) * obpp;
+    int32_t oy, ox0, l;
     for (oy = 0; oy < oh; oy++) {
-      int32_t rowc = has_corr ? rowcs[oy] : 0;
+      const int32_t rowc = has_corr ? L->xn_rowc[oy] : 0;
       for (ox0 = 0; ox0 < ow; ox0 += 4) {
-        int32_t n = ow - ox0 < 4 ? ow - ox0 : 4;
-        int32_t cp = has_corr ? blockcs[ox0 / 4] : 0;
-        for (l = 0; l < 4; l++) {
-          size_t ox = (size_t)(ox0 + (l < n ? l : 0));
-          if (bytes) {
-            uint8_t *pb = (uint8_t *)(patch + (size_t)l * (size_t)rw);
-            const uint8_t *src = rows + (size_t)oy * row_step + ox * col_step;
-            for (ky = 0; ky < kh; ky++)
-              xnor_copy(pb + (size_t)ky * (size_t)run, src + (size_t)ky * (size_t)rowlen, run);
-          } else {
-            xnor_patch(L, bits, positions, (size_t)oy * sh_wq + ox, patch + (size_t)l * (size_t)rw,
-                       rw);
-          }
-        }
+        const int32_t n = ow - ox0 < 4 ? ow - ox0 : 4;
+        const int32_t cp = has_corr ? L->xn_blockc[ox0 / 4] : 0;
+        for (l = 0; l < 4; l++)
+          xnor_patch(L, bits, positions, (size_t)oy * sh_wq + (size_t)(ox0 + (l < n ? l : n - 1)),
+                     patch + (size_t)l * (size_t)rw, rw);
         xnor_block(L, patch, rw, kt + ((size_t)rowc * (size_t)ncp + (size_t)cp) * (size_t)oc * 4,
-                   out + (size_t)oy * out_row + (size_t)ox0 + out_base, plane, n);
+                   out + (size_t)oy * out_row + (size_t)ox0 + out_base,
+                   bout ? bout + obase + (size_t)oy * opitch + (size_t)ox0 * obpp : 0, plane, n,
+                   partial);
       }
     }
   }
@@ -787,7 +1023,7 @@ void cardc_mat(const cardc_layer *L, const float *in, float *out, float *scratch
     pad_input(L, in, scratch);
     s = scratch;
   }
-  if (L->out_wq > 0) zero_borders(L, out);
+  if (L->out_wq > 0 && !L->xn_out_bits) zero_borders(L, out);
   switch (L->format) {
     case CARDC_F32:
       dense_f32(L, L->w_f32, s, out);

@@ -96,19 +96,23 @@ typedef struct cardc_layer {
   uint32_t *rice_counts;
   uint32_t *rice_off;
   /* xnor: signs and masks ([oc][4*chunks + 4*tail] words; mask NULL when all
-   * kept), kept weights per output channel, the padding corrections
-   * corr[o][row class][col class] (the sign sum of the padded taps) with
-   * the classes of output rows, and RAM for the kept-minus-
-   * correction table, the packed input signs and four pixels' patches. */
+   * kept); the per-block table xn_kt[row class][column pattern][oc][4]
+   * (cardc's xnor::block_table: kept minus the padding correction, or with
+   * a Sign activation the count above which the output is -1); with
+   * padding, the class of each output row and the column pattern of each
+   * block of 4 output columns (NULL without padding: one class, one
+   * pattern); and RAM for the packed input signs, the byte rows and four
+   * pixels' patches. */
   const uint32_t *xn_sign;
   const uint32_t *xn_mask;
-  int32_t xn_chunks, xn_tail, xn_classes, xn_colclasses;
-  const int32_t *xn_kept, *xn_corr;
-  const uint8_t *xn_rowc;
-  /* per block of 4 output columns its pattern of column classes, the
-   * patterns ([xn_colpatterns][4]), and the number of row classes */
-  const uint8_t *xn_blockc, *xn_colpat;
-  int32_t xn_rowclasses, xn_colpatterns;
+  int32_t xn_chunks, xn_tail;
+  const int32_t *xn_kt;
+  const uint8_t *xn_rowc, *xn_blockc;
+  int32_t xn_colpatterns;
+  /* xnor layer handing its Sign output to an xnor layer: written as that
+   * layer's byte rows (the bits of ic/8 bytes per padded position, out_*
+   * geometry) instead of floats; and the reader, whose input is those rows */
+  int32_t xn_out_bits, xn_in_rows;
   uint32_t *xn_bits;
 } cardc_layer;
 

@@ -179,6 +179,107 @@ fn binary_resnet_with_sign_activations_compiles_to_xnor() {
     }
 }
 
+/// How many layers of `card`, compiled with xnor for `target`, hand their
+/// Sign output to the next xnor layer as bits, and how many read such bits.
+fn bit_handoffs(card: &Card, target: &str) -> (usize, usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    compile::compile(
+        card,
+        &opts(target, FormatChoice::Force(Format::Xnor)),
+        tmp.path(),
+    )
+    .unwrap();
+    let model = std::fs::read_to_string(tmp.path().join("model.c")).unwrap();
+    (
+        model.matches(".xn_out_bits = 1").count(),
+        model.matches(".xn_in_rows = 1").count(),
+    )
+}
+
+/// Sign outputs read by one stride-1 xnor layer only, of 64 and 24
+/// channels (two words and a partial word per pixel), on a 7-pixel-wide
+/// image (a partial block per row): hand-offs as bits.
+fn bits_graph() -> Graph {
+    let nodes = vec![
+        node(
+            "input",
+            Op::Input {
+                channels: 3,
+                height: 7,
+                width: 7,
+            },
+            &[],
+        ),
+        node("c1", conv(3, 16, 3, 1, 1, false), &[0]),
+        node("bn1", bn(16, true), &[1]),
+        node("s1", Op::Sign, &[2]),
+        node("c2", conv(16, 64, 3, 1, 1, false), &[3]),
+        node("bn2", bn(64, true), &[4]),
+        node("s2", Op::Sign, &[5]),
+        node("c3", conv(64, 24, 3, 1, 1, false), &[6]),
+        node("bn3", bn(24, false), &[7]),
+        node("s3", Op::Sign, &[8]),
+        node("c4", conv(24, 8, 3, 1, 1, true), &[9]),
+        node("flatten", Op::Flatten, &[10]),
+        node(
+            "classifier",
+            Op::Linear(Linear {
+                in_features: 8 * 7 * 7,
+                out_features: 5,
+                bias: true,
+            }),
+            &[11],
+        ),
+    ];
+    let g = Graph {
+        name: "bits-net".into(),
+        nodes,
+    };
+    g.shapes().expect("valid test graph");
+    g
+}
+
+#[test]
+fn sign_outputs_hand_bits_to_the_next_xnor_layer() {
+    // c2 -> c3 and c3 -> c4; c1 reads the image (binary, not xnor).
+    for kept in [false, true] {
+        let card = binary_card(bits_graph(), kept, 49);
+        assert_eq!(bit_handoffs(&card, "host"), (2, 2));
+        let what = format!("bits, kept {kept}");
+        check(&card, "host", Format::Xnor, SANITIZE, &what);
+        let portable: Vec<&str> = SANITIZE
+            .iter()
+            .copied()
+            .chain(["-DCARDC_PORTABLE"])
+            .collect();
+        check(
+            &card,
+            "host",
+            Format::Xnor,
+            &portable,
+            &format!("{what}, portable"),
+        );
+    }
+    // sign_graph's Sign outputs have a second reader, a stride or
+    // channels that are not whole bytes: floats.
+    assert_eq!(
+        bit_handoffs(&binary_card(sign_graph(), false, 49), "host"),
+        (0, 0)
+    );
+    // resnet20-bnn: each block's first convolution (Sign fused) hands
+    // bits to its second, 9 blocks.
+    let g = cardc::ir::models::build(
+        "resnet20-bnn",
+        &cardc::ir::models::BuildOptions {
+            width_mult: 0.5,
+            affine_bn: false,
+            classes: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(bit_handoffs(&binary_card(g, true, 49), "host"), (9, 9));
+}
+
 #[test]
 fn xnor_neon_kernel_agrees_under_qemu() {
     let (t, _) = compile::target::find("arm").unwrap();
@@ -197,4 +298,30 @@ fn xnor_neon_kernel_agrees_under_qemu() {
             &format!("arm, kept {kept}"),
         );
     }
+    for kept in [false, true] {
+        check(
+            &binary_card(bits_graph(), kept, 50),
+            "arm",
+            Format::Xnor,
+            &[],
+            &format!("arm, bits, kept {kept}"),
+        );
+    }
+    // 8, 16 and 32 channels: bit hand-offs of 1, 2 and 4 bytes per pixel
+    let g = cardc::ir::models::build(
+        "resnet20-bnn",
+        &cardc::ir::models::BuildOptions {
+            width_mult: 0.5,
+            affine_bn: false,
+            classes: None,
+        },
+    )
+    .unwrap();
+    check(
+        &binary_card(g, false, 48),
+        "arm",
+        Format::Xnor,
+        &[],
+        "arm, resnet20-bnn",
+    );
 }
