@@ -629,7 +629,6 @@ static inline __attribute__((always_inline)) void xnor_block_neon(
       P2[CARDC_XNOR_NEON_CHUNKS], P3[CARDC_XNOR_NEON_CHUNKS], T = vdupq_n_u8(0);
   const float32x4_t zero = vdupq_n_f32(0.0f), six = vdupq_n_f32(6.0f);
   const uint32x4_t signbit = vdupq_n_u32(0x80000000u), one = vdupq_n_u32(0x3f800000u);
-  const int32x4_t two = vdupq_n_s32(2);
   /* L's fields in locals: the stores to dst could alias them otherwise */
   const uint8_t *ws = (const uint8_t *)L->xn_sign;
   const uint8_t *ms = masked ? (const uint8_t *)L->xn_mask : 0;
@@ -691,8 +690,8 @@ static inline __attribute__((always_inline)) void xnor_block_neon(
       vst1q_f32(dst, vreinterpretq_f32_u32(vorrq_u32(vandq_u32(d, signbit), one)));
     } else {
       /* kept - correction - 2 * count, per pixel */
-      int32x4_t t = vmlsq_s32(vld1q_s32(kb), cnt, two);
-      float32x4_t y = vfmaq_n_f32(vld1q_dup_f32(bias + o), vcvtq_f32_s32(t), mult[o]);
+      int32x4_t t = vsubq_s32(vld1q_s32(kb), vshlq_n_s32(cnt, 1));
+      float32x4_t y = vaddq_f32(vmulq_n_f32(vcvtq_f32_s32(t), mult[o]), vld1q_dup_f32(bias + o));
       if (ep == XNOR_EP_RELU) {
         y = vbslq_f32(vcgtq_f32(y, zero), y, zero); /* NaN -> 0, as act_apply */
         if (relu6) y = vminq_f32(y, six);
