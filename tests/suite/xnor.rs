@@ -73,6 +73,19 @@ fn sign_graph() -> Graph {
     g
 }
 
+/// The built-in `resnet20-bnn` at half width (8, 16 and 32 channels).
+fn half_width_resnet20_bnn() -> Graph {
+    cardc::ir::models::build(
+        "resnet20-bnn",
+        &cardc::ir::models::BuildOptions {
+            width_mult: 0.5,
+            affine_bn: false,
+            classes: None,
+        },
+    )
+    .unwrap()
+}
+
 /// A binary card of `graph`: masked ("binary": one row fully masked, one
 /// fully kept, ~70 % kept elsewhere) or every weight kept.
 fn binary_card(graph: Graph, kept: bool, seed: u64) -> Card {
@@ -152,15 +165,7 @@ fn auto_picks_xnor_for_binary_layers_on_sign_inputs() {
 
 #[test]
 fn binary_resnet_with_sign_activations_compiles_to_xnor() {
-    let g = cardc::ir::models::build(
-        "resnet20-bnn",
-        &cardc::ir::models::BuildOptions {
-            width_mult: 0.5,
-            affine_bn: false,
-            classes: None,
-        },
-    )
-    .unwrap();
+    let g = half_width_resnet20_bnn();
     for kept in [false, true] {
         let card = binary_card(g.clone(), kept, 45);
         let formats = check(
@@ -268,15 +273,7 @@ fn sign_outputs_hand_bits_to_the_next_xnor_layer() {
     );
     // resnet20-bnn: each block's first convolution (Sign fused) hands
     // bits to its second, 9 blocks.
-    let g = cardc::ir::models::build(
-        "resnet20-bnn",
-        &cardc::ir::models::BuildOptions {
-            width_mult: 0.5,
-            affine_bn: false,
-            classes: None,
-        },
-    )
-    .unwrap();
+    let g = half_width_resnet20_bnn();
     assert_eq!(bit_handoffs(&binary_card(g, true, 49), "host"), (9, 9));
 }
 
@@ -308,15 +305,7 @@ fn xnor_neon_kernel_agrees_under_qemu() {
         );
     }
     // 8, 16 and 32 channels: bit hand-offs of 1, 2 and 4 bytes per pixel
-    let g = cardc::ir::models::build(
-        "resnet20-bnn",
-        &cardc::ir::models::BuildOptions {
-            width_mult: 0.5,
-            affine_bn: false,
-            classes: None,
-        },
-    )
-    .unwrap();
+    let g = half_width_resnet20_bnn();
     check(
         &binary_card(g, false, 48),
         "arm",
