@@ -426,4 +426,64 @@ mod tests {
             assert_eq!(c.sums[at], outside, "({oy}, {ox})");
         }
     }
+
+    #[test]
+    fn sign_thresholds_split_the_integers_where_the_affine_output_turns_nonnegative() {
+        let mut r = crate::rng::Rng::new(11);
+        let lim = 40;
+        for case in 0..500 {
+            let mult = if case % 50 == 0 {
+                0.0
+            } else {
+                r.uniform() * 0.3
+            };
+            // Biases near multiples of mult: the rounding of mult·t + bias
+            // decides the boundary.
+            let bias = if case % 3 == 0 {
+                -mult * (r.below(60) as f32 - 30.0)
+            } else {
+                r.normal() * 3.0
+            };
+            let t0 = sign_threshold(mult, bias, lim);
+            for t in -lim + 2..lim - 2 {
+                let positive = mult * t as f32 + bias >= 0.0;
+                assert_eq!(positive, t >= t0, "mult {mult} bias {bias} t {t} T {t0}");
+            }
+        }
+        assert_eq!(sign_threshold(f32::NAN, 1.0, lim), lim);
+        assert_eq!(sign_threshold(0.0, 0.0, lim), -lim);
+    }
+
+    #[test]
+    fn block_table_counts_reproduce_the_sign_of_the_affine_output() {
+        // 3 channels, 3×3 kernel on a 5×6 image with padding: every count
+        // a pixel can have gives the Sign the float epilogue would.
+        let g = Geom {
+            ih: 5,
+            iw: 6,
+            ic: 4,
+            oh: 5,
+            ow: 6,
+            oc: 3,
+            kh: 3,
+            kw: 3,
+            sh: 1,
+            sw: 1,
+            ph: 1,
+            pw: 1,
+        };
+        let w = binary_rows(3, 36, 5, 0.3);
+        let x = pack(&w, 3, 36, 4);
+        let (mult, bias) = ([0.5f32, 0.25, 1.0], [0.3f32, -1.75, 2.0]);
+        let kb = block_table(&x, &g, false, &mult, &bias);
+        let th = block_table(&x, &g, true, &mult, &bias);
+        assert_eq!(kb.len(), th.len());
+        for (i, (&k, &c)) in kb.iter().zip(&th).enumerate() {
+            let o = i / 4 % 3;
+            for count in 0..=36 {
+                let y = mult[o] * (k - 2 * count) as f32 + bias[o];
+                assert_eq!(y >= 0.0, count <= c, "entry {i}, count {count}");
+            }
+        }
+    }
 }
