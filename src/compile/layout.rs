@@ -101,7 +101,9 @@ impl Buffers {
     /// of two buffers as large as the largest padded input that sit beside
     /// the arena for the whole run. A handed-off output (size 0 in `sizes`)
     /// becomes the next layer's padded input; any other matrix layer gets a
-    /// value defined and read at its own step. Appends those values to
+    /// value defined and read at its own step. A hand-off of sign bits
+    /// ([`super::xnor::hands_bits`]) takes the reader's byte rows, a 32nd
+    /// of its floats. Appends those values to
     /// `sizes`, `defs` and `reads` (the planner's inputs, bytes) and returns
     /// per step the value holding its padded input; [`Buffers::place`]
     /// takes the planned offsets.
@@ -119,7 +121,17 @@ impl Buffers {
                 continue;
             };
             let g = &layer.geom;
-            let bytes = 4 * Padded::of(g).scratch_floats(g);
+            let bits_in = i > 0
+                && matches!(&program.steps[i - 1],
+                    Step::Mat { layer: p, .. } if super::xnor::hands_bits(p, layer));
+            let bytes = if bits_in && self.handoff[i - 1].is_some() {
+                // Sign bits as the reader's byte rows, plus what the patch
+                // copies read past the last row (whole 8/16/32-byte words).
+                let p = Padded::of(g);
+                p.cstride * g.ic / 8 + 16
+            } else {
+                4 * Padded::of(g).scratch_floats(g)
+            };
             if i > 0 && self.handoff[i - 1].is_some() {
                 sizes[*input] = bytes;
                 holder[i] = Some(*input);

@@ -278,6 +278,40 @@ fn sign_outputs_hand_bits_to_the_next_xnor_layer() {
 }
 
 #[test]
+fn binary_resnet20_bnn_fits_cortex_m4_ram_with_bit_handoffs() {
+    // Planning only: each block's Sign-to-xnor hand-off is an arena value
+    // of bits (a 32nd of the floats), which is what brings the full-width
+    // network under the 256 KB of RAM.
+    let g = cardc::ir::models::build("resnet20-bnn", &Default::default()).unwrap();
+    let card = binary_card(g, true, 51);
+    let (t, _) = compile::target::find("cortex-m4").unwrap();
+    let p = compile::plan_card(&card, FormatChoice::Auto, None, &t).unwrap();
+    let r = &p.report;
+    assert_eq!(r.arena_bytes, r.arena_lower_bound_bytes);
+    assert!(r.ram_bytes <= 256 * 1024, "{} bytes of RAM", r.ram_bytes);
+    assert_eq!(
+        r.layers.iter().filter(|l| l.format == "xnor").count(),
+        18,
+        "{:?}",
+        r.layers
+    );
+    // ... and runs there (portable kernels, the planned arena) as the
+    // reference does.
+    let missing = t.missing_tools();
+    if !missing.is_empty() {
+        eprintln!("SKIPPED resnet20-bnn on cortex-m4: missing {missing:?} (test.sh installs them)");
+        return;
+    }
+    check(
+        &card,
+        "cortex-m4",
+        Format::Xnor,
+        &[],
+        "cortex-m4, resnet20-bnn",
+    );
+}
+
+#[test]
 fn xnor_neon_kernel_agrees_under_qemu() {
     let (t, _) = compile::target::find("arm").unwrap();
     let missing = t.missing_tools();
