@@ -99,8 +99,8 @@ fn sparse_index<T>(
 /// Emits a matrix layer's arrays (in the orders of [`layout`]) and its
 /// `cardc_layer`.
 /// `to`: the reader's geometry when the output is handed off to it;
-/// `out_bits` / `in_rows`: the hand-off carries sign bits (see
-/// [`super::xnor::hands_bits`]).
+/// `out_bits` / `in_rows`: the hand-off carries sign bits
+/// ([`layout::Buffers::handoff_bits`]).
 fn emit_layer(
     out: &mut String,
     id: usize,
@@ -231,10 +231,12 @@ fn emit_layer(
             }
             let int = |v: &i32| format!("{v}");
             let mult = l.packed.mult.as_deref().unwrap_or(&[]);
-            let table = super::xnor::block_table(x, g, l.act == Act::Sign, mult, &l.bias);
+            let corr = super::xnor::corrections(x, g);
+            let sign = l.act == Act::Sign;
+            let table = super::xnor::block_table(x, g, corr.as_ref(), sign, mult, &l.bias);
             array(out, "int32_t", &format!("{p}_kt"), &table, int);
             fields.push(format!(".xn_kt = {p}_kt"));
-            if let Some(c) = super::xnor::corrections(x, g) {
+            if let Some(c) = corr {
                 let byte = |v: &u8| format!("{v}");
                 array(out, "uint8_t", &format!("{p}_rowc"), &c.row_class, byte);
                 array(
@@ -410,15 +412,12 @@ pub fn emit_unit(program: &Program, plan: &Plan, bufs: &layout::Buffers, unit: &
                 let names = [arena, scratch_a, scratch_b];
                 let in_buf = bufs.input[i].unwrap_or(0);
                 let in_padded = i > 0 && bufs.handoff[i - 1].is_some();
-                let next_layer = match (bufs.handoff[i], program.steps.get(i + 1)) {
-                    (Some(_), Some(Step::Mat { layer: n, .. })) => Some(n.as_ref()),
+                let next = match (bufs.handoff[i], program.steps.get(i + 1)) {
+                    (Some(_), Some(Step::Mat { layer: n, .. })) => Some(&n.geom),
                     _ => None,
                 };
-                let next = next_layer.map(|n| &n.geom);
-                let out_bits = next_layer.is_some_and(|n| super::xnor::hands_bits(layer, n));
-                let in_rows = in_padded
-                    && matches!(program.steps.get(i.wrapping_sub(1)),
-                        Some(Step::Mat { layer: p, .. }) if super::xnor::hands_bits(p, layer));
+                let out_bits = bufs.handoff_bits[i];
+                let in_rows = i > 0 && bufs.handoff_bits[i - 1];
                 emit_layer(&mut m, i, layer, in_padded, next, out_bits, in_rows);
                 let src = if in_padded {
                     bufs.padded_input(i, in_buf, &names)

@@ -78,6 +78,9 @@ pub struct Buffers {
     pub input: Vec<Option<u8>>,
     /// Per step: the buffer its output is handed off into (else the arena).
     pub handoff: Vec<Option<u8>>,
+    /// Per step: its hand-off carries Sign bits as the reader's byte rows
+    /// ([`super::xnor::hands_bits`]) instead of floats.
+    pub handoff_bits: Vec<bool>,
     /// Floats of buffers A and B.
     pub floats: [usize; 2],
     /// Per step: byte offset in the arena of its padded input, when the
@@ -121,10 +124,7 @@ impl Buffers {
                 continue;
             };
             let g = &layer.geom;
-            let bits_in = i > 0
-                && matches!(&program.steps[i - 1],
-                    Step::Mat { layer: p, .. } if super::xnor::hands_bits(p, layer));
-            let bytes = if bits_in && self.handoff[i - 1].is_some() {
+            let bytes = if i > 0 && self.handoff_bits[i - 1] {
                 // Sign bits as the reader's byte rows, plus what the patch
                 // copies read past the last row (whole 8/16/32-byte words).
                 let p = Padded::of(g);
@@ -167,6 +167,7 @@ pub fn buffers(program: &super::lower::Program) -> Buffers {
     let mut b = Buffers {
         input: vec![None; n],
         handoff: vec![None; n],
+        handoff_bits: vec![false; n],
         floats: [0, 0],
         arena: vec![None; n],
     };
@@ -192,6 +193,7 @@ pub fn buffers(program: &super::lower::Program) -> Buffers {
         {
             let other = 1 - buf;
             b.handoff[i] = Some(other);
+            b.handoff_bits[i] = super::xnor::hands_bits(layer, next);
             b.input[i + 1] = Some(other);
         }
     }
@@ -408,12 +410,9 @@ pub fn emitted_weight_bytes(packed: &Packed, g: &Geom) -> usize {
         // column patterns × channels × 4 pixels), the row classes and the
         // pattern of each 4-pixel block.
         Packed::Xnor(x) => {
-            let (table, classes) = super::xnor::corrections(x, g).map_or((4 * g.oc, 0), |c| {
-                (
-                    c.row_classes * c.col_patterns.len() * 4 * g.oc,
-                    g.oh + c.block_pattern.len(),
-                )
-            });
+            let corr = super::xnor::corrections(x, g);
+            let table = super::xnor::block_table_len(corr.as_ref(), g.oc);
+            let classes = corr.map_or(0, |c| g.oh + c.block_pattern.len());
             packed.bytes() + 4 * g.kh * g.kw + 4 * table + classes
         }
     }

@@ -289,6 +289,11 @@ pub fn sign_threshold(mult: f32, bias: f32, lim: i32) -> i32 {
     hi
 }
 
+/// Entries of [`block_table`]: row classes × column patterns × `oc` × 4.
+pub fn block_table_len(corr: Option<&Corrections>, oc: usize) -> usize {
+    corr.map_or(1, |c| c.row_classes * c.col_patterns.len()) * oc * 4
+}
+
 /// The table the kernels read per block of four output pixels, indexed
 /// `[row class][column pattern][output channel][pixel]` (one row class and
 /// pattern without padding): `kept − correction`, the ±1 sum being
@@ -296,9 +301,16 @@ pub fn sign_threshold(mult: f32, bias: f32, lim: i32) -> i32 {
 /// above which the output is −1, `⌊(kept − correction − T) / 2⌋` for the
 /// channel's [`sign_threshold`] `T`. Computed here, once, so that the
 /// kernels only compare.
-pub fn block_table(x: &XnorWeights, g: &Geom, sign: bool, mult: &[f32], bias: &[f32]) -> Vec<i32> {
-    let corr = corrections(x, g);
-    let (nrc, patterns) = match &corr {
+/// `corr`: the layer's [`corrections`] (`None` without padding).
+pub fn block_table(
+    x: &XnorWeights,
+    g: &Geom,
+    corr: Option<&Corrections>,
+    sign: bool,
+    mult: &[f32],
+    bias: &[f32],
+) -> Vec<i32> {
+    let (nrc, patterns) = match corr {
         Some(c) => (c.row_classes, c.col_patterns.clone()),
         None => (1, vec![[0u8; 4]]),
     };
@@ -309,12 +321,12 @@ pub fn block_table(x: &XnorWeights, g: &Geom, sign: bool, mult: &[f32], bias: &[
             sign_threshold(m, bias.get(o).copied().unwrap_or(0.0), lim)
         })
         .collect();
-    let mut table = Vec::with_capacity(nrc * patterns.len() * g.oc * 4);
+    let mut table = Vec::with_capacity(block_table_len(corr, g.oc));
     for rc in 0..nrc {
         for pat in &patterns {
             for (o, &t) in thresholds.iter().enumerate() {
                 for &cc in pat {
-                    let outside = corr.as_ref().map_or(0, |c| {
+                    let outside = corr.map_or(0, |c| {
                         let classes = c.row_classes * c.col_classes;
                         c.sums[o * classes + rc * c.col_classes + cc as usize]
                     });
@@ -330,6 +342,24 @@ pub fn block_table(x: &XnorWeights, g: &Geom, sign: bool, mult: &[f32], bias: &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 3×3, stride-1 convolution with padding 1 on an `h`×`w` image.
+    fn same_3x3(h: usize, w: usize, ic: usize, oc: usize) -> Geom {
+        Geom {
+            ih: h,
+            iw: w,
+            ic,
+            oh: h,
+            ow: w,
+            oc,
+            kh: 3,
+            kw: 3,
+            sh: 1,
+            sw: 1,
+            ph: 1,
+            pw: 1,
+        }
+    }
 
     fn binary_rows(rows: usize, cols: usize, seed: u64, zero_frac: f32) -> Vec<f32> {
         let mut r = crate::rng::Rng::new(seed);
@@ -393,20 +423,7 @@ mod tests {
     #[test]
     fn corrections_sum_the_signs_of_the_padded_taps() {
         // One output channel over a 3×3 kernel on a 4×4 image, padding 1.
-        let g = Geom {
-            ih: 4,
-            iw: 4,
-            ic: 2,
-            oh: 4,
-            ow: 4,
-            oc: 1,
-            kh: 3,
-            kw: 3,
-            sh: 1,
-            sw: 1,
-            ph: 1,
-            pw: 1,
-        };
+        let g = same_3x3(4, 4, 2, 1);
         let w = binary_rows(1, 18, 7, 0.3);
         let x = pack(&w, 1, 18, 2);
         let c = corrections(&x, &g).unwrap();
@@ -458,25 +475,13 @@ mod tests {
     fn block_table_counts_reproduce_the_sign_of_the_affine_output() {
         // 3 channels, 3×3 kernel on a 5×6 image with padding: every count
         // a pixel can have gives the Sign the float epilogue would.
-        let g = Geom {
-            ih: 5,
-            iw: 6,
-            ic: 4,
-            oh: 5,
-            ow: 6,
-            oc: 3,
-            kh: 3,
-            kw: 3,
-            sh: 1,
-            sw: 1,
-            ph: 1,
-            pw: 1,
-        };
+        let g = same_3x3(5, 6, 4, 3);
         let w = binary_rows(3, 36, 5, 0.3);
         let x = pack(&w, 3, 36, 4);
         let (mult, bias) = ([0.5f32, 0.25, 1.0], [0.3f32, -1.75, 2.0]);
-        let kb = block_table(&x, &g, false, &mult, &bias);
-        let th = block_table(&x, &g, true, &mult, &bias);
+        let c = corrections(&x, &g);
+        let kb = block_table(&x, &g, c.as_ref(), false, &mult, &bias);
+        let th = block_table(&x, &g, c.as_ref(), true, &mult, &bias);
         assert_eq!(kb.len(), th.len());
         for (i, (&k, &c)) in kb.iter().zip(&th).enumerate() {
             let o = i / 4 % 3;
