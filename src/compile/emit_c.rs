@@ -222,19 +222,18 @@ fn emit_layer(
             array(out, "uint32_t", &format!("{p}_sign"), &x.signs, hex);
             fields.push(format!(
                 ".xn_sign = {p}_sign, .xn_chunks = {}, .xn_tail = {}, .xn_bits = xnor_bits",
-                x.chunks,
-                i32::from(x.tail)
+                x.chunks, x.tail
             ));
             if let Some(m) = &x.mask {
                 array(out, "uint32_t", &format!("{p}_mask"), m, hex);
                 fields.push(format!(".xn_mask = {p}_mask"));
             }
-            let int = |v: &i32| format!("{v}");
+            let int = |v: &i16| format!("{v}");
             let mult = l.packed.mult.as_deref().unwrap_or(&[]);
             let corr = super::xnor::corrections(x, g);
             let sign = l.act == Act::Sign;
             let table = super::xnor::block_table(x, g, corr.as_ref(), sign, mult, &l.bias);
-            array(out, "int32_t", &format!("{p}_kt"), &table, int);
+            array(out, "int16_t", &format!("{p}_kt"), &table, int);
             fields.push(format!(".xn_kt = {p}_kt"));
             if let Some(c) = corr {
                 let byte = |v: &u8| format!("{v}");

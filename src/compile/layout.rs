@@ -407,13 +407,13 @@ pub fn emitted_weight_bytes(packed: &Packed, g: &Geom) -> usize {
         // The stream, its padding word and the position offsets.
         Packed::Rice(_) => packed.bytes() + 4 + 4 * g.kh * g.kw,
         // Words, position offsets, the per-block table (row classes ×
-        // column patterns × channels × 4 pixels), the row classes and the
-        // pattern of each 4-pixel block.
+        // column patterns × channels × xnor::BLOCK pixels, int16), the row
+        // classes and the pattern of each block.
         Packed::Xnor(x) => {
             let corr = super::xnor::corrections(x, g);
             let table = super::xnor::block_table_len(corr.as_ref(), g.oc);
             let classes = corr.map_or(0, |c| g.oh + c.block_pattern.len());
-            packed.bytes() + 4 * g.kh * g.kw + 4 * table + classes
+            packed.bytes() + 4 * g.kh * g.kw + 2 * table + classes
         }
     }
 }

@@ -9,11 +9,12 @@
 //! Layout. The patch of an output pixel is `K = kh·kw·ic` bits in the
 //! weights' `[kh][kw][ic]` order, bit `k` in 32-bit word `k / 32`. Each
 //! output channel's row holds `chunks` blocks of 128 bits (four words, one
-//! NEON register) and, when the last `K mod 128` bits are 32 or fewer, a
-//! *tail*: that one word repeated four times, so that one register holds
-//! the tails of four pixels at once (ResNet-20's 3×3 convolutions: K = 144,
-//! 288 and 576 bits: 1 chunk + a 16-bit tail, 2 chunks + a 32-bit tail, and
-//! 5 chunks). Unused bits are zero in signs, masks and patches.
+//! NEON register) and, when the last `K mod 128` bits are 64 or fewer, a
+//! *tail*: those one or two words repeated to fill four, so that one
+//! register holds the tails of four pixels (or two) at once (ResNet-20's
+//! 3×3 convolutions: K = 144, 288 and 576 bits: 1 chunk + a 16-bit tail,
+//! 2 chunks + a 32-bit tail, and 4 chunks + a 64-bit tail). Unused bits are
+//! zero in signs, masks and patches.
 //!
 //! Padding. The kernels read the zero-padded input, and a 0 packs as a
 //! clear bit, i.e. +1. The patch sum over the padded taps is then
@@ -23,6 +24,15 @@
 
 use super::lower::Geom;
 
+/// Output pixels per block: the kernels compute eight neighbouring pixels
+/// of a row at once (NEON: eight 16-bit lanes per output channel), and the
+/// per-block table holds eight entries per channel.
+pub const BLOCK: usize = 8;
+
+/// The longest patch the format takes, in bits: the per-block table holds
+/// `kept − correction` (up to `2·K`) as int16.
+pub const MAX_BITS: usize = 16_383;
+
 /// Packed `xnor` weights of one layer (`rows` output channels).
 #[derive(Clone, Debug, PartialEq)]
 pub struct XnorWeights {
@@ -30,8 +40,9 @@ pub struct XnorWeights {
     pub bits: usize,
     /// 128-bit blocks per row.
     pub chunks: usize,
-    /// Whether a row ends with a ≤ 32-bit tail word repeated four times.
-    pub tail: bool,
+    /// Words of the row's tail: 0, or 1 / 2 (the last ≤ 32 / ≤ 64 bits),
+    /// repeated to fill four words.
+    pub tail: usize,
     /// `[rows][row_words]`, bit set = −1.
     pub signs: Vec<u32>,
     /// Same shape, bit set = kept; `None` when every weight is kept.
@@ -43,20 +54,19 @@ pub struct XnorWeights {
     pub position_sums: Vec<i32>,
 }
 
-/// Chunks and tail for a patch of `bits` bits.
-pub fn shape(bits: usize) -> (usize, bool) {
-    let rest = bits % 128;
-    if rest > 0 && rest <= 32 {
-        (bits / 128, true)
-    } else {
-        (bits.div_ceil(128), false)
+/// Chunks and tail words for a patch of `bits` bits.
+pub fn shape(bits: usize) -> (usize, usize) {
+    match bits % 128 {
+        0 => (bits / 128, 0),
+        rest @ 1..=64 => (bits / 128, rest.div_ceil(32)),
+        _ => (bits.div_ceil(128), 0),
     }
 }
 
 impl XnorWeights {
     /// 32-bit words per row: four per chunk, four for the tail.
     pub fn row_words(&self) -> usize {
-        4 * self.chunks + if self.tail { 4 } else { 0 }
+        4 * self.chunks + if self.tail > 0 { 4 } else { 0 }
     }
 
     /// The word of row `r` holding patch bit `k`, and the bit within it.
@@ -103,13 +113,14 @@ pub fn pack(w: &[f32], rows: usize, cols: usize, ic: usize) -> XnorWeights {
             x.position_sums[r * positions + k / ic] += if neg { -1 } else { 1 };
         }
     }
-    if tail {
-        // The tail word, repeated in the row's last four words.
+    if tail > 0 {
+        // The tail words, repeated in the row's last four words.
         for r in 0..rows {
             let t = r * rw + 4 * chunks;
             for v in [&mut signs, &mut mask] {
-                let word = v[t];
-                v[t + 1..t + 4].fill(word);
+                for i in tail..4 {
+                    v[t + i] = v[t + i % tail];
+                }
             }
         }
     }
@@ -147,12 +158,12 @@ pub struct Corrections {
     pub col_classes: usize,
     /// Row classes.
     pub row_classes: usize,
-    /// Per block of four output columns (`ox0 = 4·b`) its pattern: the
-    /// column classes of its four pixels (past the row's end, the first
-    /// pixel's), numbered as they first occur.
+    /// Per block of [`BLOCK`] output columns (`ox0 = BLOCK·b`) its
+    /// pattern: the column classes of its pixels (past the row's end, the
+    /// first pixel's), numbered as they first occur.
     pub block_pattern: Vec<u8>,
     /// The distinct patterns.
-    pub col_patterns: Vec<[u8; 4]>,
+    pub col_patterns: Vec<[u8; BLOCK]>,
     /// `[oc][row classes][col classes]`: the padded taps' sign sum, which
     /// the kernels subtract (`y = mult · (kept − 2·count − sum) + bias`).
     pub sums: Vec<i32>,
@@ -202,12 +213,12 @@ pub fn corrections(x: &XnorWeights, g: &Geom) -> Option<Corrections> {
             }
         }
     }
-    let mut col_patterns: Vec<[u8; 4]> = Vec::new();
-    let block_pattern = (0..g.ow.div_ceil(4))
+    let mut col_patterns: Vec<[u8; BLOCK]> = Vec::new();
+    let block_pattern = (0..g.ow.div_ceil(BLOCK))
         .map(|b| {
-            let n = (g.ow - 4 * b).min(4);
-            let pat: [u8; 4] =
-                std::array::from_fn(|l| col_class[4 * b + if l < n { l } else { 0 }]);
+            let n = (g.ow - BLOCK * b).min(BLOCK);
+            let pat: [u8; BLOCK] =
+                std::array::from_fn(|l| col_class[BLOCK * b + if l < n { l } else { 0 }]);
             let id = col_patterns
                 .iter()
                 .position(|p| *p == pat)
@@ -230,16 +241,21 @@ pub fn corrections(x: &XnorWeights, g: &Geom) -> Option<Corrections> {
 }
 
 /// Whether the xnor kernels handle `g`: kernels up to 64 wide and tall
-/// (class sets are 64-bit) with at most 255 classes of rows or columns.
+/// (class sets are 64-bit) with at most 255 classes of rows or columns,
+/// and patches of at most [`MAX_BITS`] bits.
 pub fn supported(g: &Geom) -> bool {
-    g.kh <= 64 && g.kw <= 64 && 2 * g.ph.max(g.pw) + 1 < 255 && g.ow.div_ceil(4) < 256
+    g.kh <= 64
+        && g.kw <= 64
+        && 2 * g.ph.max(g.pw) + 1 < 255
+        && g.ow.div_ceil(BLOCK) < 256
+        && g.cols() <= MAX_BITS
 }
 
 /// 32-bit words of RAM a layer needs (`xnor` in cardc_kernels.c): one bit
 /// per padded input element, rounded up to whole words per position; the
-/// patches of four pixels; with a multiple of 8 input channels the same
-/// bits as byte rows, from which patches are copied; and four outputs per
-/// channel for a block of fewer than four pixels.
+/// patches of a block's [`BLOCK`] pixels; with a multiple of 8 input
+/// channels the same bits as byte rows, from which patches are copied; and
+/// [`BLOCK`] outputs per channel for a partial block.
 pub fn ram_words(x: &XnorWeights, g: &Geom) -> usize {
     let padded = super::layout::Padded::of(g);
     let rows = if g.ic.is_multiple_of(8) {
@@ -247,7 +263,7 @@ pub fn ram_words(x: &XnorWeights, g: &Geom) -> usize {
     } else {
         0
     };
-    padded.cstride * g.ic.div_ceil(32) + 4 * x.row_words() + rows + 4 * g.oc
+    padded.cstride * g.ic.div_ceil(32) + BLOCK * x.row_words() + rows + BLOCK * g.oc
 }
 
 /// Whether `producer`, handing its output straight to `reader` (the
@@ -289,18 +305,20 @@ pub fn sign_threshold(mult: f32, bias: f32, lim: i32) -> i32 {
     hi
 }
 
-/// Entries of [`block_table`]: row classes × column patterns × `oc` × 4.
+/// Entries of [`block_table`]: row classes × column patterns × `oc` ×
+/// [`BLOCK`].
 pub fn block_table_len(corr: Option<&Corrections>, oc: usize) -> usize {
-    corr.map_or(1, |c| c.row_classes * c.col_patterns.len()) * oc * 4
+    corr.map_or(1, |c| c.row_classes * c.col_patterns.len()) * oc * BLOCK
 }
 
-/// The table the kernels read per block of four output pixels, indexed
+/// The table the kernels read per block of [`BLOCK`] output pixels, indexed
 /// `[row class][column pattern][output channel][pixel]` (one row class and
 /// pattern without padding): `kept − correction`, the ±1 sum being
 /// `kept − correction − 2·count`; or with a Sign activation the count
 /// above which the output is −1, `⌊(kept − correction − T) / 2⌋` for the
 /// channel's [`sign_threshold`] `T`. Computed here, once, so that the
-/// kernels only compare.
+/// kernels only compare. Int16: every entry lies in `[−K−2, 2K]` for
+/// patches of at most [`MAX_BITS`] bits ([`supported`]).
 /// `corr`: the layer's [`corrections`] (`None` without padding).
 pub fn block_table(
     x: &XnorWeights,
@@ -309,10 +327,10 @@ pub fn block_table(
     sign: bool,
     mult: &[f32],
     bias: &[f32],
-) -> Vec<i32> {
+) -> Vec<i16> {
     let (nrc, patterns) = match corr {
         Some(c) => (c.row_classes, c.col_patterns.clone()),
-        None => (1, vec![[0u8; 4]]),
+        None => (1, vec![[0u8; BLOCK]]),
     };
     let lim = (g.cols() + 2) as i32;
     let thresholds: Vec<i32> = (0..g.oc)
@@ -331,7 +349,9 @@ pub fn block_table(
                         c.sums[o * classes + rc * c.col_classes + cc as usize]
                     });
                     let kb = x.kept[o] as i32 - outside;
-                    table.push(if sign { (kb - t).div_euclid(2) } else { kb });
+                    let v = if sign { (kb - t).div_euclid(2) } else { kb };
+                    // In range for a supported layer (|v| ≤ 2K ≤ 32766).
+                    table.push(v.clamp(i16::MIN.into(), i16::MAX.into()) as i16);
                 }
             }
         }
@@ -379,12 +399,14 @@ mod tests {
 
     #[test]
     fn shapes_use_a_tail_only_for_short_remainders() {
-        assert_eq!(shape(144), (1, true));
-        assert_eq!(shape(288), (2, true));
-        assert_eq!(shape(576), (5, false));
-        assert_eq!(shape(128), (1, false));
-        assert_eq!(shape(27), (0, true));
-        assert_eq!(shape(200), (2, false));
+        assert_eq!(shape(144), (1, 1));
+        assert_eq!(shape(288), (2, 1));
+        assert_eq!(shape(576), (4, 2));
+        assert_eq!(shape(128), (1, 0));
+        assert_eq!(shape(27), (0, 1));
+        assert_eq!(shape(33), (0, 2));
+        assert_eq!(shape(192), (1, 2));
+        assert_eq!(shape(200), (2, 0));
     }
 
     #[test]
@@ -410,10 +432,10 @@ mod tests {
                 );
                 let kept = w.iter().filter(|&&v| v != 0.0).count() as u32;
                 assert_eq!(x.kept.iter().sum::<u32>(), kept);
-                if x.tail {
-                    for r in 0..rows {
-                        let t = r * x.row_words() + 4 * x.chunks;
-                        assert!(x.signs[t..t + 4].iter().all(|&s| s == x.signs[t]));
+                for r in 0..rows {
+                    let t = r * x.row_words() + 4 * x.chunks;
+                    for i in x.tail..if x.tail > 0 { 4 } else { 0 } {
+                        assert_eq!(x.signs[t + i], x.signs[t + i % x.tail], "cols {cols}");
                     }
                 }
             }
@@ -484,7 +506,8 @@ mod tests {
         let th = block_table(&x, &g, c.as_ref(), true, &mult, &bias);
         assert_eq!(kb.len(), th.len());
         for (i, (&k, &c)) in kb.iter().zip(&th).enumerate() {
-            let o = i / 4 % 3;
+            let o = i / BLOCK % 3;
+            let (k, c) = (i32::from(k), i32::from(c));
             for count in 0..=36 {
                 let y = mult[o] * (k - 2 * count) as f32 + bias[o];
                 assert_eq!(y >= 0.0, count <= c, "entry {i}, count {count}");

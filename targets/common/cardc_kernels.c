@@ -365,13 +365,20 @@ static uint32_t cardc_popcount(uint32_t x) {
 #define CARDC_POPCOUNT(x) cardc_popcount(x)
 #endif
 
+/* Output pixels per block (cardc's xnor::BLOCK): the patches of eight
+ * neighbouring pixels of a row, eight table entries per channel. */
+#define CARDC_XNOR_BLOCK 8
+
 #if defined(__aarch64__) && defined(__ARM_NEON) && !defined(CARDC_PORTABLE) && \
     !defined(CARDC_XNOR_GENERIC)
 #include <arm_neon.h>
 #define CARDC_XNOR_NEON 1
 /* Largest chunk count the NEON path takes: its byte counters sum 4 bytes
- * of up to 8 per chunk, plus the tail, below 256. */
+ * of up to 8 per chunk, plus the tail's up to 16, below 256. */
 #define CARDC_XNOR_NEON_CHUNKS 7
+/* Largest chunk count the eight-lane path takes: its patches stay in
+ * registers, and its last byte counters sum two of up to 32 * chunks + 16. */
+#define CARDC_XNOR_NEON8_CHUNKS 2
 #endif
 
 /* Packs the signs of the padded input: word plane w, position pos, bit i
@@ -552,7 +559,7 @@ static void xnor_patch(const cardc_layer *L, const uint32_t *bits, size_t positi
  * result rounds like the reference's (a Sign after it flips on any
  * difference near 0). With a Sign activation kb holds the count threshold
  * instead (xnor_kept_table): -1 exactly where count > kb. */
-static void xnor_store(const cardc_layer *L, int32_t o, const uint32_t cnt[4], const int32_t kb[4],
+static void xnor_store(const cardc_layer *L, int32_t o, const uint32_t *cnt, const int16_t *kb,
                        float *dst, int32_t n) {
   int32_t l;
   for (l = 0; l < n; l++) {
@@ -573,14 +580,51 @@ static void xnor_store(const cardc_layer *L, int32_t o, const uint32_t cnt[4], c
 #define XNOR_EP_RELU 2
 #define XNOR_EP_BITS 3
 
+/* The tails (xn_tail words, after nq chunks) of four pixels' patches, rw
+ * words apart, laid out as the row's tail: one word per pixel in half 0,
+ * or two per pixel, pixels 0-1 in half 0 and 2-3 in half 1. */
+static inline __attribute__((always_inline)) uint8x16_t xnor_tails4(const uint32_t *patch,
+                                                                    int32_t rw, const int nq,
+                                                                    const int tail,
+                                                                    const int half) {
+  const uint32_t *t = patch + 4 * nq;
+  if (tail == 1 && half == 0) {
+    uint32_t t4[4];
+    t4[0] = t[0];
+    t4[1] = t[rw];
+    t4[2] = t[2 * rw];
+    t4[3] = t[3 * rw];
+    return vreinterpretq_u8_u32(vld1q_u32(t4));
+  }
+  if (tail == 2) {
+    t += 2 * half * rw;
+    return vcombine_u8(vld1_u8((const uint8_t *)t), vld1_u8((const uint8_t *)(t + rw)));
+  }
+  return vdupq_n_u8(0);
+}
+
+/* The tail counts of four pixels (xnor_tails4) against the row's tail at
+ * ws (mask at ms): bytes 4l..4l+3 hold pixel l's. */
+static inline __attribute__((always_inline)) uint8x16_t xnor_tail_count4(
+    uint8x16_t Ta, uint8x16_t Tb, const uint8_t *ws, const uint8_t *ms, const int tail,
+    const int masked) {
+  const uint8x16_t wt = vld1q_u8(ws), mt = masked ? vld1q_u8(ms) : wt;
+  uint8x16_t x0 = veorq_u8(Ta, wt), x1;
+  if (masked) x0 = vandq_u8(x0, mt);
+  if (tail == 1) return vcntq_u8(x0);
+  x1 = veorq_u8(Tb, wt);
+  if (masked) x1 = vandq_u8(x1, mt);
+  return vpaddq_u8(vcntq_u8(x0), vcntq_u8(x1));
+}
+
 /* One output channel's counts for the block's four pixels: per 128-bit
  * chunk one load of the signs (and of the mask), and per pixel an EOR (AND),
- * CNT and ADD; pairwise adds gather each pixel's bytes, the tail register
- * holds the four pixels' tails. */
+ * CNT and ADD; pairwise adds gather each pixel's bytes, the tail registers
+ * hold the four pixels' tails. */
 static inline __attribute__((always_inline)) int32x4_t xnor_count_neon(
     const uint8x16_t *P0, const uint8x16_t *P1, const uint8x16_t *P2, const uint8x16_t *P3,
-    uint8x16_t T, const uint8_t *ws, const uint8_t *ms, const int nq, const int tail,
-    const int masked) {
+    uint8x16_t Ta, uint8x16_t Tb, const uint8_t *ws, const uint8_t *ms, const int nq,
+    const int tail, const int masked) {
   uint8x16_t a0 = vdupq_n_u8(0), a1 = a0, a2 = a0, a3 = a0, q;
   int32_t c;
   for (c = 0; c < nq; c++) {
@@ -606,9 +650,7 @@ static inline __attribute__((always_inline)) int32x4_t xnor_count_neon(
     }
   }
   if (tail) {
-    uint8x16_t x = veorq_u8(T, vld1q_u8(ws + 16 * nq));
-    if (masked) x = vandq_u8(x, vld1q_u8(ms + 16 * nq));
-    x = vcntq_u8(x);
+    const uint8x16_t x = xnor_tail_count4(Ta, Tb, ws + 16 * nq, ms + 16 * nq, tail, masked);
     /* bytes 4l..4l+3 of q: pixel l's partial counts */
     q = nq ? vaddq_u8(vpaddq_u8(vpaddq_u8(a0, a1), vpaddq_u8(a2, a3)), x) : x;
   } else {
@@ -617,16 +659,19 @@ static inline __attribute__((always_inline)) int32x4_t xnor_count_neon(
   return vreinterpretq_s32_u32(vpaddlq_u16(vpaddlq_u8(q)));
 }
 
-/* All output channels of one block of four pixels (patches at `patch`, rw
- * words apart), four lanes stored per channel: the patches stay in
- * registers; per output channel and 128-bit chunk one load of the signs
- * (and of the mask), and per pixel an EOR (AND), CNT and ADD; pairwise adds
- * gather each pixel's bytes. */
+/* All output channels of four pixels, half a block whose patches are too
+ * long to keep eight in registers (patches at `patch`, rw words apart; kb
+ * the table's entries of the first pixel), four lanes stored per channel:
+ * the four patches stay in registers; per output channel and 128-bit chunk
+ * one load of the signs (and of the mask), and per pixel an EOR (AND), CNT
+ * and ADD; pairwise adds gather each pixel's bytes. */
 static inline __attribute__((always_inline)) void xnor_block_neon(
-    const cardc_layer *L, const uint32_t *patch, int32_t rw, const int32_t *kb, float *dst,
+    const cardc_layer *L, const uint32_t *patch, int32_t rw, const int16_t *kb, float *dst,
     uint8_t *bo, size_t plane, const int nq, const int tail, const int masked, const int ep) {
   uint8x16_t P0[CARDC_XNOR_NEON_CHUNKS], P1[CARDC_XNOR_NEON_CHUNKS],
-      P2[CARDC_XNOR_NEON_CHUNKS], P3[CARDC_XNOR_NEON_CHUNKS], T = vdupq_n_u8(0);
+      P2[CARDC_XNOR_NEON_CHUNKS], P3[CARDC_XNOR_NEON_CHUNKS];
+  const uint8x16_t Ta = xnor_tails4(patch, rw, nq, tail, 0),
+                   Tb = xnor_tails4(patch, rw, nq, tail, 1);
   const float32x4_t zero = vdupq_n_f32(0.0f), six = vdupq_n_f32(6.0f);
   const uint32x4_t signbit = vdupq_n_u32(0x80000000u), one = vdupq_n_u32(0x3f800000u);
   /* L's fields in locals: the stores to dst could alias them otherwise */
@@ -642,14 +687,6 @@ static inline __attribute__((always_inline)) void xnor_block_neon(
     P2[c] = vld1q_u8((const uint8_t *)(patch + 2 * rw + 4 * c));
     P3[c] = vld1q_u8((const uint8_t *)(patch + 3 * rw + 4 * c));
   }
-  if (tail) {
-    uint32_t t4[4];
-    t4[0] = patch[4 * nq];
-    t4[1] = patch[rw + 4 * nq];
-    t4[2] = patch[2 * rw + 4 * nq];
-    t4[3] = patch[3 * rw + 4 * nq];
-    T = vreinterpretq_u8_u32(vld1q_u32(t4));
-  }
   if (ep == XNOR_EP_BITS) {
     /* Sign output as bits: per word of 32 channels, the sign of
      * threshold - count shifted in from the top per channel (SRI), then
@@ -661,9 +698,9 @@ static inline __attribute__((always_inline)) void xnor_block_neon(
       const int32_t hi = oc < 32 * w + 32 ? oc : 32 * w + 32;
       const int32_t nb = bpp - 4 * w < 4 ? bpp - 4 * w : 4;
       uint32x4_t acc = vdupq_n_u32(0);
-      for (o = 32 * w; o < hi; o++, ws += rb, ms += masked ? rb : 0, kb += 4) {
-        const int32x4_t cnt = xnor_count_neon(P0, P1, P2, P3, T, ws, ms, nq, tail, masked);
-        acc = vsriq_n_u32(vreinterpretq_u32_s32(vsubq_s32(vld1q_s32(kb), cnt)), acc, 1);
+      for (o = 32 * w; o < hi; o++, ws += rb, ms += masked ? rb : 0, kb += CARDC_XNOR_BLOCK) {
+        const int32x4_t cnt = xnor_count_neon(P0, P1, P2, P3, Ta, Tb, ws, ms, nq, tail, masked);
+        acc = vsriq_n_u32(vreinterpretq_u32_s32(vsubq_s32(vmovl_s16(vld1_s16(kb)), cnt)), acc, 1);
       }
       if (hi - 32 * w < 32) acc = vshlq_u32(acc, vdupq_n_s32(hi - 32 * w - 32));
       if (bpp == 4) {
@@ -682,15 +719,16 @@ static inline __attribute__((always_inline)) void xnor_block_neon(
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC unroll 2
 #endif
-  for (o = 0; o < oc; o++, ws += rb, ms += masked ? rb : 0, kb += 4, dst += plane) {
-    const int32x4_t cnt = xnor_count_neon(P0, P1, P2, P3, T, ws, ms, nq, tail, masked);
+  for (o = 0; o < oc; o++, ws += rb, ms += masked ? rb : 0, kb += CARDC_XNOR_BLOCK, dst += plane) {
+    const int32x4_t cnt = xnor_count_neon(P0, P1, P2, P3, Ta, Tb, ws, ms, nq, tail, masked);
+    const int32x4_t k = vmovl_s16(vld1_s16(kb));
     if (ep == XNOR_EP_SIGN) {
       /* -1 (sign bit set) where count > threshold */
-      uint32x4_t d = vreinterpretq_u32_s32(vsubq_s32(vld1q_s32(kb), cnt));
+      uint32x4_t d = vreinterpretq_u32_s32(vsubq_s32(k, cnt));
       vst1q_f32(dst, vreinterpretq_f32_u32(vorrq_u32(vandq_u32(d, signbit), one)));
     } else {
       /* kept - correction - 2 * count, per pixel */
-      int32x4_t t = vsubq_s32(vld1q_s32(kb), vshlq_n_s32(cnt, 1));
+      int32x4_t t = vsubq_s32(k, vshlq_n_s32(cnt, 1));
       float32x4_t y = vaddq_f32(vmulq_n_f32(vcvtq_f32_s32(t), mult[o]), vld1q_dup_f32(bias + o));
       if (ep == XNOR_EP_RELU) {
         y = vbslq_f32(vcgtq_f32(y, zero), y, zero); /* NaN -> 0, as act_apply */
@@ -701,39 +739,209 @@ static inline __attribute__((always_inline)) void xnor_block_neon(
   }
 }
 
+/* One output channel's counts for the block's eight pixels, as eight
+ * 16-bit lanes: per 128-bit chunk one load of the signs (and of the mask),
+ * and per pixel an EOR (AND), CNT and ADD; pairwise adds gather each
+ * pixel's bytes; T0a, T0b / T1a, T1b hold the tails of pixels 0-3 / 4-7
+ * (xnor_tails4). */
+static inline __attribute__((always_inline)) uint16x8_t xnor_count8_neon(
+    const uint8x16_t P[CARDC_XNOR_BLOCK][CARDC_XNOR_NEON8_CHUNKS], uint8x16_t T0a, uint8x16_t T0b,
+    uint8x16_t T1a, uint8x16_t T1b, const uint8_t *ws, const uint8_t *ms, const int nq, const int tail, const int masked) {
+  uint8x16_t a[CARDC_XNOR_BLOCK], q0 = vdupq_n_u8(0), q1 = q0;
+  int32_t c, l;
+  for (c = 0; c < nq; c++) {
+    const uint8x16_t w = vld1q_u8(ws + 16 * c), m = masked ? vld1q_u8(ms + 16 * c) : w;
+    for (l = 0; l < CARDC_XNOR_BLOCK; l++) {
+      uint8x16_t x = veorq_u8(P[l][c], w);
+      if (masked) x = vandq_u8(x, m);
+      a[l] = c == 0 ? vcntq_u8(x) : vaddq_u8(a[l], vcntq_u8(x));
+    }
+  }
+  if (nq) {
+    /* bytes 4l..4l+3 of q0 (q1): pixel l's (l + 4's) partial counts */
+    q0 = vpaddq_u8(vpaddq_u8(a[0], a[1]), vpaddq_u8(a[2], a[3]));
+    q1 = vpaddq_u8(vpaddq_u8(a[4], a[5]), vpaddq_u8(a[6], a[7]));
+  }
+  if (tail) {
+    const uint8x16_t x0 = xnor_tail_count4(T0a, T0b, ws + 16 * nq, ms + 16 * nq, tail, masked),
+                     x1 = xnor_tail_count4(T1a, T1b, ws + 16 * nq, ms + 16 * nq, tail, masked);
+    q0 = nq ? vaddq_u8(q0, x0) : x0;
+    q1 = nq ? vaddq_u8(q1, x1) : x1;
+  }
+  return vpaddlq_u8(vpaddq_u8(q0, q1));
+}
+
+/* Stores the sign bits of 32 output channels (g0: channels 0-15, g1:
+ * 16-31, one 16-bit lane per pixel) of the block's eight pixels into the
+ * reader's rows: word w of each pixel's bpp bytes. */
+static inline __attribute__((always_inline)) void xnor_store8_bits(uint8_t *rows, int32_t bpp,
+                                                                   int32_t w, uint16x8_t g0,
+                                                                   uint16x8_t g1) {
+  const uint8x16_t lo = vreinterpretq_u8_u16(vzip1q_u16(g0, g1)),
+                   hi = vreinterpretq_u8_u16(vzip2q_u16(g0, g1));
+  if (bpp == 1) {
+    vst1_u8(rows, vmovn_u16(g0));
+  } else if (bpp == 2) {
+    vst1q_u8(rows, vreinterpretq_u8_u16(g0));
+  } else if (bpp == 4) {
+    vst1q_u8(rows, lo);
+    vst1q_u8(rows + 16, hi);
+  } else {
+    const int32_t nb = bpp - 4 * w < 4 ? bpp - 4 * w : 4;
+    uint8_t wd[32];
+    int32_t l;
+    vst1q_u8(wd, lo);
+    vst1q_u8(wd + 16, hi);
+    for (l = 0; l < CARDC_XNOR_BLOCK; l++)
+      memcpy(rows + (size_t)l * (size_t)bpp + 4 * (size_t)w, wd + 4 * l, (size_t)nb);
+  }
+}
+
+/* All output channels of one block of eight pixels whose patches (nq <=
+ * CARDC_XNOR_NEON8_CHUNKS chunks) stay in registers; counts, thresholds
+ * and the Sign-bits accumulators in 16-bit lanes, one per pixel. */
+static inline __attribute__((always_inline)) void xnor_block8_neon(
+    const cardc_layer *L, const uint32_t *patch, int32_t rw, const int16_t *kb, float *dst,
+    uint8_t *bo, size_t plane, const int nq, const int tail, const int masked, const int ep) {
+  uint8x16_t P[CARDC_XNOR_BLOCK][CARDC_XNOR_NEON8_CHUNKS];
+  const uint8x16_t T0a = xnor_tails4(patch, rw, nq, tail, 0),
+                   T0b = xnor_tails4(patch, rw, nq, tail, 1),
+                   T1a = xnor_tails4(patch + 4 * rw, rw, nq, tail, 0),
+                   T1b = xnor_tails4(patch + 4 * rw, rw, nq, tail, 1);
+  const float32x4_t zero = vdupq_n_f32(0.0f), six = vdupq_n_f32(6.0f);
+  const uint32x4_t signbit = vdupq_n_u32(0x80000000u), one = vdupq_n_u32(0x3f800000u);
+  /* L's fields in locals: the stores to dst could alias them otherwise */
+  const uint8_t *ws = (const uint8_t *)L->xn_sign;
+  const uint8_t *ms = masked ? (const uint8_t *)L->xn_mask : 0;
+  const float *mult = L->mult, *bias = L->bias;
+  const int32_t oc = L->oc, relu6 = L->act == CARDC_ACT_RELU6;
+  const size_t rb = 4 * (size_t)rw;
+  int32_t o, c, l;
+  for (l = 0; l < CARDC_XNOR_BLOCK; l++)
+    for (c = 0; c < nq; c++) P[l][c] = vld1q_u8((const uint8_t *)(patch + l * rw + 4 * c));
+  if (ep == XNOR_EP_BITS) {
+    /* per 16 channels, the sign of threshold - count shifted in from the
+     * top of each pixel's lane (SRI): channel i of the group at bit i */
+    const int32_t bpp = oc / 8;
+    int32_t w, h;
+    for (w = 0; 32 * w < oc; w++) {
+      uint16x8_t g[2];
+      for (h = 0; h < 2; h++) {
+        const int32_t lo = 32 * w + 16 * h, hi = oc < lo + 16 ? oc : lo + 16;
+        uint16x8_t acc = vdupq_n_u16(0);
+        for (o = lo; o < hi; o++, ws += rb, ms += masked ? rb : 0, kb += CARDC_XNOR_BLOCK) {
+          const uint16x8_t cnt = xnor_count8_neon(P, T0a, T0b, T1a, T1b, ws, ms, nq, tail, masked);
+          const int16x8_t d = vsubq_s16(vld1q_s16(kb), vreinterpretq_s16_u16(cnt));
+          acc = vsriq_n_u16(vreinterpretq_u16_s16(d), acc, 1);
+        }
+        if (hi > lo && hi - lo < 16) acc = vshlq_u16(acc, vdupq_n_s16((int16_t)(hi - lo - 16)));
+        g[h] = acc;
+      }
+      xnor_store8_bits(bo, bpp, w, g[0], g[1]);
+    }
+    return;
+  }
+  for (o = 0; o < oc; o++, ws += rb, ms += masked ? rb : 0, kb += CARDC_XNOR_BLOCK, dst += plane) {
+    const int16x8_t cnt =
+        vreinterpretq_s16_u16(xnor_count8_neon(P, T0a, T0b, T1a, T1b, ws, ms, nq, tail, masked));
+    const int16x8_t k = vld1q_s16(kb);
+    if (ep == XNOR_EP_SIGN) {
+      /* -1 (sign bit set) where count > threshold */
+      const int16x8_t d = vsubq_s16(k, cnt);
+      const uint32x4_t d0 = vreinterpretq_u32_s32(vmovl_s16(vget_low_s16(d))),
+                       d1 = vreinterpretq_u32_s32(vmovl_high_s16(d));
+      vst1q_f32(dst, vreinterpretq_f32_u32(vorrq_u32(vandq_u32(d0, signbit), one)));
+      vst1q_f32(dst + 4, vreinterpretq_f32_u32(vorrq_u32(vandq_u32(d1, signbit), one)));
+    } else {
+      /* kept - correction - 2 * count, per pixel (|t| <= 2K fits 16 bits) */
+      const int16x8_t t = vsubq_s16(k, vshlq_n_s16(cnt, 1));
+      const float32x4_t b = vld1q_dup_f32(bias + o);
+      float32x4_t y0 = vaddq_f32(vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(t))), mult[o]), b);
+      float32x4_t y1 = vaddq_f32(vmulq_n_f32(vcvtq_f32_s32(vmovl_high_s16(t)), mult[o]), b);
+      if (ep == XNOR_EP_RELU) {
+        y0 = vbslq_f32(vcgtq_f32(y0, zero), y0, zero); /* NaN -> 0, as act_apply */
+        y1 = vbslq_f32(vcgtq_f32(y1, zero), y1, zero);
+        if (relu6) {
+          y0 = vminq_f32(y0, six);
+          y1 = vminq_f32(y1, six);
+        }
+      }
+      vst1q_f32(dst, y0);
+      vst1q_f32(dst + 4, y1);
+    }
+  }
+}
+
+/* One block of eight pixels: in registers when the patches fit, else as
+ * two blocks of four. */
+static inline __attribute__((always_inline)) void xnor_block_any_neon(
+    const cardc_layer *L, const uint32_t *patch, int32_t rw, const int16_t *kb, float *dst,
+    uint8_t *bo, size_t plane, const int nq, const int tail, const int masked, const int ep) {
+  if (nq <= CARDC_XNOR_NEON8_CHUNKS) {
+    xnor_block8_neon(L, patch, rw, kb, dst, bo, plane, nq, tail, masked, ep);
+  } else {
+    const size_t bpp = (size_t)(L->oc / 8);
+    xnor_block_neon(L, patch, rw, kb, dst, bo, plane, nq, tail, masked, ep);
+    xnor_block_neon(L, patch + 4 * rw, rw, kb + 4, dst + 4, bo ? bo + 4 * bpp : 0, plane, nq, tail,
+                    masked, ep);
+  }
+}
+
 #define XNOR_NEON_EP(NQ, TAIL, MASKED)                                                        \
   if (ep == XNOR_EP_BITS)                                                                     \
-    xnor_block_neon(L, patch, rw, kb, dst, bo, plane, NQ, TAIL, MASKED, XNOR_EP_BITS);        \
+    xnor_block_any_neon(L, patch, rw, kb, dst, bo, plane, NQ, TAIL, MASKED, XNOR_EP_BITS);    \
   else if (ep == XNOR_EP_SIGN)                                                                \
-    xnor_block_neon(L, patch, rw, kb, dst, bo, plane, NQ, TAIL, MASKED, XNOR_EP_SIGN);        \
+    xnor_block_any_neon(L, patch, rw, kb, dst, bo, plane, NQ, TAIL, MASKED, XNOR_EP_SIGN);    \
   else if (ep == XNOR_EP_NONE)                                                                \
-    xnor_block_neon(L, patch, rw, kb, dst, bo, plane, NQ, TAIL, MASKED, XNOR_EP_NONE);        \
+    xnor_block_any_neon(L, patch, rw, kb, dst, bo, plane, NQ, TAIL, MASKED, XNOR_EP_NONE);    \
   else                                                                                        \
-    xnor_block_neon(L, patch, rw, kb, dst, bo, plane, NQ, TAIL, MASKED, XNOR_EP_RELU);
+    xnor_block_any_neon(L, patch, rw, kb, dst, bo, plane, NQ, TAIL, MASKED, XNOR_EP_RELU);
 
-#define XNOR_NEON_CASE(NQ)                                                                    \
-  case NQ:                                                                                    \
-    if (L->xn_tail) {                                                                         \
+/* One function per chunk count (its tail, mask and epilogue variants
+ * inlined): in one function for all, GCC keeps the patch arrays in memory. */
+#define XNOR_NEON_FN(NQ)                                                                      \
+  static void CARDC_NOINLINE xnor_neon_##NQ(const cardc_layer *L, const uint32_t *patch,      \
+                                            int32_t rw, const int16_t *kb, float *dst,        \
+                                            uint8_t *bo, size_t plane, int ep) {              \
+    if (L->xn_tail == 1) {                                                                    \
       if (L->xn_mask) {                                                                       \
         XNOR_NEON_EP(NQ, 1, 1)                                                                \
       } else {                                                                                \
         XNOR_NEON_EP(NQ, 1, 0)                                                                \
+      }                                                                                       \
+    } else if (L->xn_tail == 2) {                                                             \
+      if (L->xn_mask) {                                                                       \
+        XNOR_NEON_EP(NQ, 2, 1)                                                                \
+      } else {                                                                                \
+        XNOR_NEON_EP(NQ, 2, 0)                                                                \
       }                                                                                       \
     } else if (L->xn_mask) {                                                                  \
       XNOR_NEON_EP(NQ, 0, 1)                                                                  \
     } else {                                                                                  \
       XNOR_NEON_EP(NQ, 0, 0)                                                                  \
     }                                                                                         \
+  }
+XNOR_NEON_FN(0)
+XNOR_NEON_FN(1)
+XNOR_NEON_FN(2)
+XNOR_NEON_FN(3)
+XNOR_NEON_FN(4)
+XNOR_NEON_FN(5)
+XNOR_NEON_FN(6)
+XNOR_NEON_FN(7)
+#define XNOR_NEON_CASE(NQ)                                                                    \
+  case NQ:                                                                                    \
+    xnor_neon_##NQ(L, patch, rw, kb, dst, bo, plane, ep);                                     \
     break;
 #endif
 
-/* Every output channel of one block of four pixels (n of them valid):
+/* Every output channel of one block of eight pixels (n of them valid):
  * floats at dst (channel planes `plane` apart), or with xn_out_bits the
  * bits at `bits_out`, the reader's byte rows of the block's first pixel. */
 static void CARDC_NOINLINE xnor_block(const cardc_layer *L, const uint32_t *patch, int32_t rw,
-                                      const int32_t *kb, float *dst, uint8_t *bits_out,
+                                      const int16_t *kb, float *dst, uint8_t *bits_out,
                                       size_t plane, int32_t n, float *partial) {
-  int32_t o, l, w, words = 4 * L->xn_chunks + (L->xn_tail ? 1 : 0);
+  int32_t o, l, w, words = 4 * L->xn_chunks + L->xn_tail;
   const size_t bpp = (size_t)(L->oc / 8);
 #ifdef CARDC_XNOR_NEON
   if (L->xn_chunks <= CARDC_XNOR_NEON_CHUNKS) {
@@ -741,11 +949,11 @@ static void CARDC_NOINLINE xnor_block(const cardc_layer *L, const uint32_t *patc
                    : L->act == CARDC_ACT_SIGN ? XNOR_EP_SIGN
                    : L->act == CARDC_ACT_NONE ? XNOR_EP_NONE
                                               : XNOR_EP_RELU;
-    /* a partial block goes through `partial` (4 lanes per channel, or 4
+    /* a partial block goes through `partial` (8 lanes per channel, or 8
      * pixels' bytes) */
-    float *out = n == 4 ? dst : partial;
-    uint8_t *bo = n == 4 ? bits_out : (uint8_t *)partial;
-    const size_t pl = n == 4 ? plane : 4;
+    float *out = n == CARDC_XNOR_BLOCK ? dst : partial;
+    uint8_t *bo = n == CARDC_XNOR_BLOCK ? bits_out : (uint8_t *)partial;
+    const size_t pl = n == CARDC_XNOR_BLOCK ? plane : CARDC_XNOR_BLOCK;
     {
       float *dst = out;
       size_t plane = pl;
@@ -762,12 +970,13 @@ static void CARDC_NOINLINE xnor_block(const cardc_layer *L, const uint32_t *patc
           break;
       }
     }
-    if (n < 4) {
+    if (n < CARDC_XNOR_BLOCK) {
       if (L->xn_out_bits)
         memcpy(bits_out, partial, (size_t)n * bpp);
       else
         for (o = 0; o < L->oc; o++)
-          for (l = 0; l < n; l++) dst[(size_t)o * plane + (size_t)l] = partial[4 * o + l];
+          for (l = 0; l < n; l++)
+            dst[(size_t)o * plane + (size_t)l] = partial[CARDC_XNOR_BLOCK * o + l];
     }
     return;
   }
@@ -777,9 +986,9 @@ static void CARDC_NOINLINE xnor_block(const cardc_layer *L, const uint32_t *patc
   for (o = 0; o < L->oc; o++) {
     const uint32_t *ws = L->xn_sign + (size_t)o * (size_t)rw;
     const uint32_t *ms = L->xn_mask ? L->xn_mask + (size_t)o * (size_t)rw : 0;
-    uint32_t cnt[4];
+    uint32_t cnt[CARDC_XNOR_BLOCK];
 
-    for (l = 0; l < 4; l++) {
+    for (l = 0; l < n; l++) {
       uint32_t c = 0;
       for (w = 0; w < words; w++) {
         uint32_t x = patch[(size_t)l * (size_t)rw + (size_t)w] ^ ws[w];
@@ -790,10 +999,10 @@ static void CARDC_NOINLINE xnor_block(const cardc_layer *L, const uint32_t *patc
     if (L->xn_out_bits) {
       /* bit o of the pixel's ic/8 bytes set where the output is -1 */
       for (l = 0; l < n; l++)
-        if ((int32_t)cnt[l] > kb[4 * (size_t)o + (size_t)l])
+        if ((int32_t)cnt[l] > kb[CARDC_XNOR_BLOCK * (size_t)o + (size_t)l])
           bits_out[(size_t)l * bpp + (size_t)(o / 8)] |= (uint8_t)(1u << (o % 8));
     } else {
-      xnor_store(L, o, cnt, kb + 4 * (size_t)o, dst + (size_t)o * plane, n);
+      xnor_store(L, o, cnt, kb + CARDC_XNOR_BLOCK * (size_t)o, dst + (size_t)o * plane, n);
     }
   }
 }
@@ -803,7 +1012,7 @@ static void CARDC_NOINLINE xnor_block(const cardc_layer *L, const uint32_t *patc
  * the run and kh constants in the specialized copies (xnor). Geometry in
  * locals: the patch's byte stores may alias anything, L included. */
 static inline __attribute__((always_inline)) void xnor_row_blocks(
-    const cardc_layer *L, const uint8_t *rows, uint32_t *patch, int32_t rw, const int32_t *kt,
+    const cardc_layer *L, const uint8_t *rows, uint32_t *patch, int32_t rw, const int16_t *kt,
     int32_t ncp, float *out, uint8_t *bout, float *partial, const int32_t run_c,
     const int32_t kh_c) {
   const int32_t oh = L->oh, ow = L->ow, oc = L->oc, has_corr = L->xn_rowc != 0;
@@ -821,15 +1030,15 @@ static inline __attribute__((always_inline)) void xnor_row_blocks(
     const int32_t rowc = has_corr ? rowcs[oy] : 0;
     const uint8_t *srow = rows + (size_t)oy * row_step;
     float *orow = out + (size_t)oy * out_row + out_base;
-    for (ox0 = 0; ox0 < ow; ox0 += 4) {
-      const int32_t n = ow - ox0 < 4 ? ow - ox0 : 4;
-      const int32_t cp = has_corr ? blockcs[ox0 / 4] : 0;
+    for (ox0 = 0; ox0 < ow; ox0 += CARDC_XNOR_BLOCK) {
+      const int32_t n = ow - ox0 < CARDC_XNOR_BLOCK ? ow - ox0 : CARDC_XNOR_BLOCK;
+      const int32_t cp = has_corr ? blockcs[ox0 / CARDC_XNOR_BLOCK] : 0;
       const uint8_t *src = srow + (size_t)ox0 * col_step;
       uint8_t *d = pb;
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
 #endif
-      for (l = 0; l < 4; l++, d += rwb) {
+      for (l = 0; l < CARDC_XNOR_BLOCK; l++, d += rwb) {
         if (kh_c == 3 && run_c) {
           /* the three kernel rows' runs, each moved in whole 8/16-byte
            * words that run past it (later runs overwrite the excess, the
@@ -846,7 +1055,8 @@ static inline __attribute__((always_inline)) void xnor_row_blocks(
         }
         if (l + 1 < n) src += col_step;
       }
-      xnor_block(L, patch, rw, kt + ((size_t)rowc * (size_t)ncp + (size_t)cp) * (size_t)oc * 4,
+      xnor_block(L, patch, rw,
+                 kt + ((size_t)rowc * (size_t)ncp + (size_t)cp) * (size_t)oc * CARDC_XNOR_BLOCK,
                  orow + ox0, bout ? bout + obase + (size_t)oy * opitch + (size_t)ox0 * obpp : 0,
                  plane, n, partial);
     }
@@ -870,19 +1080,20 @@ static void xnor_zero_row_borders(const cardc_layer *L, uint8_t *rows) {
 }
 
 /* RAM layout of xn_bits: the packed signs ([ceil(ic/32)][positions]
- * words), four patches (rw words each), with a multiple of 8 channels the
- * byte rows (xnor_rows), then 4 * oc floats for a partial block's outputs.
+ * words), a block's patches (rw words each), with a multiple of 8 channels
+ * the byte rows (xnor_rows), then CARDC_XNOR_BLOCK * oc floats for a
+ * partial block's outputs.
  * cardc's xnor::ram_words sizes it. With xn_in_rows the input `s` is the
  * byte rows already; with xn_out_bits `out` receives the reader's. */
 static void CARDC_NOINLINE xnor(const cardc_layer *L, const float *s, float *out) {
   const size_t positions = (size_t)L->sw * (size_t)L->hp * (size_t)L->wq;
-  const int32_t rw = 4 * L->xn_chunks + 4 * L->xn_tail, bytes = xnor_bytes(L);
+  const int32_t rw = 4 * L->xn_chunks + (L->xn_tail ? 4 : 0), bytes = xnor_bytes(L);
   const int32_t ncp = L->xn_rowc ? L->xn_colpatterns : 1;
-  const int32_t *kt = L->xn_kt;
+  const int16_t *kt = L->xn_kt;
   uint32_t *bits = L->xn_bits;
   uint32_t *patch = bits + positions * (size_t)((L->ic + 31) / 32);
-  uint8_t *rows = (uint8_t *)(patch + 4 * (size_t)rw);
-  float *partial = (float *)(patch + 4 * (size_t)rw +
+  uint8_t *rows = (uint8_t *)(patch + CARDC_XNOR_BLOCK * (size_t)rw);
+  float *partial = (float *)(patch + CARDC_XNOR_BLOCK * (size_t)rw +
                              (bytes ? (positions * (size_t)(L->ic / 8) + 3) / 4 : 0));
   uint8_t *bout = L->xn_out_bits ? (uint8_t *)(void *)out : 0;
   if (bout) xnor_zero_row_borders(L, bout);
@@ -898,7 +1109,7 @@ static void CARDC_NOINLINE xnor(const cardc_layer *L, const float *s, float *out
       xnor_rows(L, bits, positions, rows);
     }
     /* bytes past the patch's kh*kw*ic/8 stay zero */
-    memset(patch, 0, sizeof(uint32_t) * 4 * (size_t)rw);
+    memset(patch, 0, sizeof(uint32_t) * CARDC_XNOR_BLOCK * (size_t)rw);
     /* 3x3 kernels on 16, 32, 64 and 128 channels: the copies' sizes known */
     if (L->kh == 3 && run == 6)
       xnor_row_blocks(L, src, patch, rw, kt, ncp, out, bout, partial, 6, 3);
@@ -922,13 +1133,14 @@ static void CARDC_NOINLINE xnor(const cardc_layer *L, const float *s, float *out
     int32_t oy, ox0, l;
     for (oy = 0; oy < oh; oy++) {
       const int32_t rowc = has_corr ? L->xn_rowc[oy] : 0;
-      for (ox0 = 0; ox0 < ow; ox0 += 4) {
-        const int32_t n = ow - ox0 < 4 ? ow - ox0 : 4;
-        const int32_t cp = has_corr ? L->xn_blockc[ox0 / 4] : 0;
-        for (l = 0; l < 4; l++)
+      for (ox0 = 0; ox0 < ow; ox0 += CARDC_XNOR_BLOCK) {
+        const int32_t n = ow - ox0 < CARDC_XNOR_BLOCK ? ow - ox0 : CARDC_XNOR_BLOCK;
+        const int32_t cp = has_corr ? L->xn_blockc[ox0 / CARDC_XNOR_BLOCK] : 0;
+        for (l = 0; l < CARDC_XNOR_BLOCK; l++)
           xnor_patch(L, bits, positions, (size_t)oy * sh_wq + (size_t)(ox0 + (l < n ? l : n - 1)),
                      patch + (size_t)l * (size_t)rw, rw);
-        xnor_block(L, patch, rw, kt + ((size_t)rowc * (size_t)ncp + (size_t)cp) * (size_t)oc * 4,
+        xnor_block(L, patch, rw,
+                   kt + ((size_t)rowc * (size_t)ncp + (size_t)cp) * (size_t)oc * CARDC_XNOR_BLOCK,
                    out + (size_t)oy * out_row + (size_t)ox0 + out_base,
                    bout ? bout + obase + (size_t)oy * opitch + (size_t)ox0 * obpp : 0, plane, n,
                    partial);

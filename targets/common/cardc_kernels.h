@@ -31,10 +31,11 @@
  *    -1 signs; the weight is +-mult[o].
  *  - xnor (binary weights on a Sign output, whose inputs are +-1): per
  *    output channel the whole patch ([kh][kw][ic] bits, bit set = -1) as
- *    xn_chunks blocks of 4 words and, if xn_tail, one <= 32-bit tail word
- *    repeated 4 times; y = act(mult[o] * (kept[o] - 2 * popcount(mask &
- *    (x ^ s)) - corr) + bias[o]), where corr corrects for zero padding
- *    packing as +1 (cardc's src/compile/xnor.rs).
+ *    xn_chunks blocks of 4 words and, if xn_tail is 1 or 2, the last <= 32
+ *    or <= 64 bits as a tail of xn_tail words repeated to fill 4 words;
+ *    y = act(mult[o] * (kept[o] - 2 * popcount(mask & (x ^ s)) - corr) +
+ *    bias[o]), where corr corrects for zero padding packing as +1 (cardc's
+ *    src/compile/xnor.rs).
  */
 #ifndef CARDC_KERNELS_H
 #define CARDC_KERNELS_H
@@ -96,17 +97,17 @@ typedef struct cardc_layer {
   uint32_t *rice_counts;
   uint32_t *rice_off;
   /* xnor: signs and masks ([oc][4*chunks + 4*tail] words; mask NULL when all
-   * kept); the per-block table xn_kt[row class][column pattern][oc][4]
+   * kept); the per-block table xn_kt[row class][column pattern][oc][8]
    * (cardc's xnor::block_table: kept minus the padding correction, or with
    * a Sign activation the count above which the output is -1); with
    * padding, the class of each output row and the column pattern of each
-   * block of 4 output columns (NULL without padding: one class, one
-   * pattern); and RAM for the packed input signs, the byte rows and four
+   * block of 8 output columns (NULL without padding: one class, one
+   * pattern); and RAM for the packed input signs, the byte rows and eight
    * pixels' patches. */
   const uint32_t *xn_sign;
   const uint32_t *xn_mask;
   int32_t xn_chunks, xn_tail;
-  const int32_t *xn_kt;
+  const int16_t *xn_kt;
   const uint8_t *xn_rowc, *xn_blockc;
   int32_t xn_colpatterns;
   /* xnor layer handing its Sign output to an xnor layer: written as that

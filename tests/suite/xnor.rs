@@ -15,8 +15,11 @@ use cardc::model::WeightState;
 /// Every value a Sign reads has a BatchNorm shift or a bias: a bare
 /// convolution of ±1 inputs can sum to exactly 0, where the reference's
 /// float sum of ±α may land on either side (a tie, not an error).
-/// Patches of 144 bits (1 chunk + tail), 297 (3 chunks), 576 (5 chunks),
-/// 60 (1 chunk), 63 and 20 (tail only); output widths 9, 5, 2 and 1.
+/// Patches of 144 bits (1 chunk + 32-bit tail), 297 (2 chunks + 64-bit
+/// tail), 576 (4 chunks + 64-bit tail: two blocks of four pixels on NEON),
+/// 192 (1 chunk + 64-bit tail), 63 and 54 (64-bit tail only), 20 (32-bit
+/// tail only); output widths 17, 9 (a full block of 8 and a partial one), 3
+/// and 1.
 fn sign_graph() -> Graph {
     let k13 = Op::Conv2d(Conv2d {
         in_channels: 64,
@@ -40,7 +43,7 @@ fn sign_graph() -> Graph {
             Op::Input {
                 channels: 3,
                 height: 9,
-                width: 9,
+                width: 17,
             },
             &[],
         ),
@@ -61,7 +64,7 @@ fn sign_graph() -> Graph {
         node("c6", conv(7, 9, 3, 3, 1, true), &[14]),
         node("s6", Op::Sign, &[15]),
         node("flatten", Op::Flatten, &[16]),
-        node("fc1", fc(36, 20), &[17]),
+        node("fc1", fc(54, 20), &[17]),
         node("s7", Op::Sign, &[18]),
         node("classifier", fc(20, 5), &[19]),
     ];
@@ -202,8 +205,8 @@ fn bit_handoffs(card: &Card, target: &str) -> (usize, usize) {
 }
 
 /// Sign outputs read by one stride-1 xnor layer only, of 64 and 24
-/// channels (two words and a partial word per pixel), on a 7-pixel-wide
-/// image (a partial block per row): hand-offs as bits.
+/// channels (two words and a partial word per pixel), on an 11-pixel-wide
+/// image (a full block of 8 and a partial one per row): hand-offs as bits.
 fn bits_graph() -> Graph {
     let nodes = vec![
         node(
@@ -211,7 +214,7 @@ fn bits_graph() -> Graph {
             Op::Input {
                 channels: 3,
                 height: 7,
-                width: 7,
+                width: 11,
             },
             &[],
         ),
@@ -229,7 +232,7 @@ fn bits_graph() -> Graph {
         node(
             "classifier",
             Op::Linear(Linear {
-                in_features: 8 * 7 * 7,
+                in_features: 8 * 7 * 11,
                 out_features: 5,
                 bias: true,
             }),
