@@ -365,6 +365,18 @@ static uint32_t cardc_popcount(uint32_t x) {
 #define CARDC_POPCOUNT(x) cardc_popcount(x)
 #endif
 
+/* The portable kernel's word: 64 bits where pointers are (one POPCNT per
+ * 64 weights on x86-64), else 32. */
+#if defined(__GNUC__) && UINTPTR_MAX > 0xffffffffu
+typedef uint64_t cardc_xword;
+#define CARDC_POPCOUNT_XWORD(x) ((uint32_t)__builtin_popcountll(x))
+#define CARDC_XNOR_INLINE inline __attribute__((always_inline))
+#else
+typedef uint32_t cardc_xword;
+#define CARDC_POPCOUNT_XWORD(x) CARDC_POPCOUNT(x)
+#define CARDC_XNOR_INLINE
+#endif
+
 /* Output pixels per block (cardc's xnor::BLOCK): the patches of eight
  * neighbouring pixels of a row, eight table entries per channel. */
 #define CARDC_XNOR_BLOCK 8
@@ -466,9 +478,9 @@ static void CARDC_NOINLINE xnor_pack_rows(const cardc_layer *L, const float *s, 
   int32_t w, c;
   for (w = 0; w < cw; w++) {
     const int32_t lo = 32 * w, hi = ic < lo + 32 ? ic : lo + 32, nb = bpp - 4 * w < 4 ? bpp - 4 * w : 4;
-    const int32_t shift = 32 - (hi - lo);
     size_t pos = 0;
 #ifdef CARDC_XNOR_NEON
+    const int32_t shift = 32 - (hi - lo);
     for (; pos + 8 <= positions; pos += 8) {
       uint32x4_t acc0 = vdupq_n_u32(0), acc1 = acc0;
       const float *x = s + (size_t)lo * positions + pos;
@@ -935,16 +947,70 @@ XNOR_NEON_FN(7)
     break;
 #endif
 
+/* Every output channel of one block of n pixels, in portable C: per
+ * channel and pixel, XOR (AND) and POPCNT over the chunks' words
+ * (cardc_xword) and the tail's 32-bit words. */
+static CARDC_XNOR_INLINE void xnor_block_portable(const cardc_layer *L, const uint32_t *patch,
+                                                  int32_t rw, const int16_t *kb, float *dst,
+                                                  uint8_t *bits_out, size_t plane, int32_t n,
+                                                  const int32_t nq, const int32_t tail,
+                                                  const int masked) {
+  const int32_t nw = (int32_t)((size_t)(16 * nq) / sizeof(cardc_xword));
+  const size_t bpp = (size_t)(L->oc / 8);
+  int32_t o, l, w;
+  for (o = 0; o < L->oc; o++) {
+    const uint32_t *ws = L->xn_sign + (size_t)o * (size_t)rw;
+    const uint32_t *ms = masked ? L->xn_mask + (size_t)o * (size_t)rw : 0;
+    uint32_t cnt[CARDC_XNOR_BLOCK];
+    for (l = 0; l < n; l++) {
+      const uint32_t *p = patch + (size_t)l * (size_t)rw;
+      uint32_t c = 0;
+      for (w = 0; w < nw; w++) {
+        cardc_xword a, b;
+        memcpy(&a, (const uint8_t *)p + (size_t)w * sizeof a, sizeof a);
+        memcpy(&b, (const uint8_t *)ws + (size_t)w * sizeof b, sizeof b);
+        a ^= b;
+        if (masked) {
+          memcpy(&b, (const uint8_t *)ms + (size_t)w * sizeof b, sizeof b);
+          a &= b;
+        }
+        c += CARDC_POPCOUNT_XWORD(a);
+      }
+      for (w = 4 * nq; w < 4 * nq + tail; w++) {
+        const uint32_t x = p[w] ^ ws[w];
+        c += CARDC_POPCOUNT(masked ? x & ms[w] : x);
+      }
+      cnt[l] = c;
+    }
+    if (L->xn_out_bits) {
+      /* bit o of the pixel's ic/8 bytes set where the output is -1 */
+      for (l = 0; l < n; l++)
+        if ((int32_t)cnt[l] > kb[CARDC_XNOR_BLOCK * (size_t)o + (size_t)l])
+          bits_out[(size_t)l * bpp + (size_t)(o / 8)] |= (uint8_t)(1u << (o % 8));
+    } else {
+      xnor_store(L, o, cnt, kb + CARDC_XNOR_BLOCK * (size_t)o, dst + (size_t)o * plane, n);
+    }
+  }
+}
+
+#define XNOR_PORTABLE_CASE(NQ, TAIL)                                                          \
+  case NQ * 3 + TAIL:                                                                         \
+    if (L->xn_mask)                                                                           \
+      xnor_block_portable(L, patch, rw, kb, dst, bits_out, plane, n, NQ, TAIL, 1);            \
+    else                                                                                      \
+      xnor_block_portable(L, patch, rw, kb, dst, bits_out, plane, n, NQ, TAIL, 0);            \
+    break;
+
 /* Every output channel of one block of eight pixels (n of them valid):
  * floats at dst (channel planes `plane` apart), or with xn_out_bits the
  * bits at `bits_out`, the reader's byte rows of the block's first pixel. */
 static void CARDC_NOINLINE xnor_block(const cardc_layer *L, const uint32_t *patch, int32_t rw,
                                       const int16_t *kb, float *dst, uint8_t *bits_out,
                                       size_t plane, int32_t n, float *partial) {
-  int32_t o, l, w, words = 4 * L->xn_chunks + L->xn_tail;
   const size_t bpp = (size_t)(L->oc / 8);
 #ifdef CARDC_XNOR_NEON
   if (L->xn_chunks <= CARDC_XNOR_NEON_CHUNKS) {
+    int32_t o, l;
     const int ep = L->xn_out_bits             ? XNOR_EP_BITS
                    : L->act == CARDC_ACT_SIGN ? XNOR_EP_SIGN
                    : L->act == CARDC_ACT_NONE ? XNOR_EP_NONE
@@ -983,27 +1049,25 @@ static void CARDC_NOINLINE xnor_block(const cardc_layer *L, const uint32_t *patc
 #endif
   (void)partial;
   if (L->xn_out_bits) memset(bits_out, 0, (size_t)n * bpp);
-  for (o = 0; o < L->oc; o++) {
-    const uint32_t *ws = L->xn_sign + (size_t)o * (size_t)rw;
-    const uint32_t *ms = L->xn_mask ? L->xn_mask + (size_t)o * (size_t)rw : 0;
-    uint32_t cnt[CARDC_XNOR_BLOCK];
-
-    for (l = 0; l < n; l++) {
-      uint32_t c = 0;
-      for (w = 0; w < words; w++) {
-        uint32_t x = patch[(size_t)l * (size_t)rw + (size_t)w] ^ ws[w];
-        c += CARDC_POPCOUNT(ms ? x & ms[w] : x);
-      }
-      cnt[l] = c;
-    }
-    if (L->xn_out_bits) {
-      /* bit o of the pixel's ic/8 bytes set where the output is -1 */
-      for (l = 0; l < n; l++)
-        if ((int32_t)cnt[l] > kb[CARDC_XNOR_BLOCK * (size_t)o + (size_t)l])
-          bits_out[(size_t)l * bpp + (size_t)(o / 8)] |= (uint8_t)(1u << (o % 8));
-    } else {
-      xnor_store(L, o, cnt, kb + CARDC_XNOR_BLOCK * (size_t)o, dst + (size_t)o * plane, n);
-    }
+  /* the common shapes with the loops' bounds known */
+  switch (L->xn_chunks * 3 + L->xn_tail) {
+    XNOR_PORTABLE_CASE(0, 1)
+    XNOR_PORTABLE_CASE(0, 2)
+    XNOR_PORTABLE_CASE(1, 0)
+    XNOR_PORTABLE_CASE(1, 1)
+    XNOR_PORTABLE_CASE(1, 2)
+    XNOR_PORTABLE_CASE(2, 0)
+    XNOR_PORTABLE_CASE(2, 1)
+    XNOR_PORTABLE_CASE(2, 2)
+    XNOR_PORTABLE_CASE(3, 0)
+    XNOR_PORTABLE_CASE(3, 1)
+    XNOR_PORTABLE_CASE(3, 2)
+    XNOR_PORTABLE_CASE(4, 0)
+    XNOR_PORTABLE_CASE(4, 1)
+    XNOR_PORTABLE_CASE(4, 2)
+    default:
+      xnor_block_portable(L, patch, rw, kb, dst, bits_out, plane, n, L->xn_chunks, L->xn_tail,
+                          L->xn_mask != 0);
   }
 }
 
