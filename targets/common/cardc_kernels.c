@@ -44,6 +44,16 @@ static inline v8 v8_epilogue(v8 acc, float m, float b, int32_t act) {
 #define CARDC_NOINLINE __attribute__((noinline))
 #else
 #define CARDC_NOINLINE
+#endif
+/* Loops that write a border of one or two floats per row: GCC would turn
+ * each into a call to memset (one per row and channel, most of the time
+ * of a padding copy); written as stores instead. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define CARDC_NO_MEMSET __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define CARDC_NO_MEMSET
+#endif
+#if !(defined(__GNUC__) && !defined(CARDC_PORTABLE))
 typedef struct {
   float e[8];
 } v8;
@@ -121,16 +131,27 @@ float cardc_half_to_float(uint16_t h) {
   return f;
 }
 
+/* n zero floats at p (a padding border: usually a few floats). */
+static inline void zero_floats(float *p, size_t n) {
+  size_t j;
+  for (j = 0; j < n; j++) p[j] = 0.0f;
+}
+
 /* Copies [ic][ih][iw] into the padded, phase-split scratch layout, writing
- * every scratch float once: zero rows above and below the image, and per
- * image row zero columns, the row, zero columns. Per phase the valid
- * columns j0..j1 are computed once, so the row loops carry no tests; the
+ * every scratch float once: per channel and phase, zeros up to the first
+ * image row's first valid column, then per image row its valid columns and
+ * the zeros up to the next row's first valid column (the right border and
+ * the next row's left border are adjacent), the last one up to the
+ * plane's end. Per phase the valid columns j0..j1 are computed once; the
  * geometry is read into locals, since stores through float pointers would
  * otherwise force reloads of L's fields. */
-static void pad_input(const cardc_layer *L, const float *in, float *s) {
+static void CARDC_NO_MEMSET pad_input(const cardc_layer *L, const float *in, float *s) {
   int32_t ci, q, y, j;
   const int32_t ic = L->ic, ih = L->ih, iw = L->iw, ph = L->ph, pw = L->pw;
   const int32_t sw = L->sw, hp = L->hp, wq = L->wq;
+  /* plane rows holding image rows: [y0, y1) */
+  const int32_t y0 = ph < hp ? ph : hp, y1 = ph + ih < hp ? ph + ih : hp;
+  const size_t psize = (size_t)hp * (size_t)wq;
   for (q = 0; q < sw; q++) {
     /* columns j with 0 <= j*sw + q - pw < iw */
     int32_t j0 = pw > q ? (pw - q + sw - 1) / sw : 0;
@@ -139,23 +160,24 @@ static void pad_input(const cardc_layer *L, const float *in, float *s) {
     if (j0 > j1) j0 = j1;
     n = j1 - j0;
     for (ci = 0; ci < ic; ci++) {
-      float *plane = s + ((size_t)ci * (size_t)sw + (size_t)q) * (size_t)hp * (size_t)wq;
+      float *plane = s + ((size_t)ci * (size_t)sw + (size_t)q) * psize;
       const float *chan = in + (size_t)ci * (size_t)ih * (size_t)iw;
-      for (y = 0; y < hp; y++) {
+      if (n == 0 || y0 >= y1) {
+        zero_floats(plane, psize);
+        continue;
+      }
+      zero_floats(plane, (size_t)y0 * (size_t)wq + (size_t)j0);
+      for (y = y0; y < y1; y++) {
         float *row = plane + (size_t)y * (size_t)wq;
-        int32_t iy = y - ph;
-        const float *src;
-        if (iy < 0 || iy >= ih || n == 0) {
-          for (j = 0; j < wq; j++) row[j] = 0.0f;
-          continue;
-        }
-        src = chan + (size_t)iy * (size_t)iw + (size_t)(j0 * sw + q - pw);
-        for (j = 0; j < j0; j++) row[j] = 0.0f;
+        const float *src = chan + (size_t)(y - ph) * (size_t)iw + (size_t)(j0 * sw + q - pw);
+        const size_t end = y + 1 < y1 ? (size_t)(y + 1) * (size_t)wq + (size_t)j0 : psize;
         if (sw == 1)
           for (j = 0; j < n; j++) row[j0 + j] = src[j];
+        else if (sw == 2) /* a constant stride: vectorized with shuffles */
+          for (j = 0; j < n; j++) row[j0 + j] = src[2 * (size_t)j];
         else
           for (j = 0; j < n; j++) row[j0 + j] = src[(size_t)j * (size_t)sw];
-        for (j = j1; j < wq; j++) row[j] = 0.0f;
+        zero_floats(row + j1, end - ((size_t)y * (size_t)wq + (size_t)j1));
       }
     }
   }
@@ -1274,20 +1296,21 @@ static void rice_decode(const cardc_layer *L) {
 }
 
 /* Zeroes the borders of a handed-off output (the interior is written by
- * the kernel): rows above and below the image, columns left and right. */
-static void zero_borders(const cardc_layer *L, float *out) {
-  int32_t c, y, j;
-  const int32_t hp = L->out_hp, wq = L->out_wq, ph = L->out_ph, pw = L->out_pw;
+ * the kernel): per channel the rows above the image and the first row's
+ * left border, between image rows the right border and the next row's
+ * left border (adjacent), and after the last row everything to the
+ * plane's end. */
+static void CARDC_NO_MEMSET zero_borders(const cardc_layer *L, float *out) {
+  int32_t c, y;
+  const int32_t hp = L->out_hp, wq = L->out_wq, ph = L->out_ph, pw = L->out_pw, oh = L->oh;
+  const size_t psize = (size_t)hp * (size_t)wq, right = (size_t)pw + (size_t)L->ow;
   for (c = 0; c < L->oc; c++) {
     float *plane = out + (size_t)c * (size_t)L->out_plane;
-    for (y = 0; y < hp; y++) {
-      float *row = plane + (size_t)y * (size_t)wq;
-      if (y < ph || y >= ph + L->oh) {
-        for (j = 0; j < wq; j++) row[j] = 0.0f;
-      } else {
-        for (j = 0; j < pw; j++) row[j] = 0.0f;
-        for (j = pw + L->ow; j < wq; j++) row[j] = 0.0f;
-      }
+    zero_floats(plane, (size_t)ph * (size_t)wq + (size_t)pw);
+    for (y = ph; y < ph + oh; y++) {
+      const size_t at = (size_t)y * (size_t)wq + right;
+      const size_t end = y + 1 < ph + oh ? (size_t)(y + 1) * (size_t)wq + (size_t)pw : psize;
+      zero_floats(plane + at, end - at);
     }
   }
 }
