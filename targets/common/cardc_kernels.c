@@ -407,9 +407,13 @@ typedef uint32_t cardc_xword;
     !defined(CARDC_XNOR_GENERIC)
 #include <arm_neon.h>
 #define CARDC_XNOR_NEON 1
-/* Largest chunk count the NEON path takes: its byte counters sum 4 bytes
- * of up to 8 per chunk, plus the tail's up to 16, below 256. */
-#define CARDC_XNOR_NEON_CHUNKS 7
+/* Largest chunk count the NEON path takes (K <= 576 bits: a 3x3 kernel
+ * on 64 channels; longer patches run the portable path). Its byte
+ * counters would allow 7 (4 bytes of up to 8 per chunk, plus the tail's up
+ * to 16, below 256), but each chunk count is a specialized function, and 5
+ * to 7 chunks doubled the artifact's compile time (18 -> 37 s) for shapes
+ * no built-in architecture has. */
+#define CARDC_XNOR_NEON_CHUNKS 4
 /* Largest chunk count the eight-lane path takes: its patches stay in
  * registers, and its last byte counters sum two of up to 32 * chunks + 16. */
 #define CARDC_XNOR_NEON8_CHUNKS 2
@@ -960,9 +964,6 @@ XNOR_NEON_FN(1)
 XNOR_NEON_FN(2)
 XNOR_NEON_FN(3)
 XNOR_NEON_FN(4)
-XNOR_NEON_FN(5)
-XNOR_NEON_FN(6)
-XNOR_NEON_FN(7)
 #define XNOR_NEON_CASE(NQ)                                                                    \
   case NQ:                                                                                    \
     xnor_neon_##NQ(L, patch, rw, kb, dst, bo, plane, ep);                                     \
@@ -1051,9 +1052,6 @@ static void CARDC_NOINLINE xnor_block(const cardc_layer *L, const uint32_t *patc
         XNOR_NEON_CASE(2)
         XNOR_NEON_CASE(3)
         XNOR_NEON_CASE(4)
-        XNOR_NEON_CASE(5)
-        XNOR_NEON_CASE(6)
-        XNOR_NEON_CASE(7)
         default:
           break;
       }

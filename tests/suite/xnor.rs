@@ -17,9 +17,9 @@ use cardc::model::WeightState;
 /// float sum of ±α may land on either side (a tie, not an error).
 /// Patches of 144 bits (1 chunk + 32-bit tail), 297 (2 chunks + 64-bit
 /// tail), 576 (4 chunks + 64-bit tail: two blocks of four pixels on NEON),
-/// 192 (1 chunk + 64-bit tail), 63 and 54 (64-bit tail only), 20 (32-bit
-/// tail only); output widths 17, 9 (a full block of 8 and a partial one), 3
-/// and 1.
+/// 192 (1 chunk + 64-bit tail), 63 (64-bit tail only), 720 (6 chunks: the
+/// portable path on NEON targets too), 20 (32-bit tail only); output widths
+/// 17, 9 (a full block of 8 and a partial one), 3 and 1.
 fn sign_graph() -> Graph {
     let k13 = Op::Conv2d(Conv2d {
         in_channels: 64,
@@ -61,10 +61,10 @@ fn sign_graph() -> Graph {
         node("s4", Op::Sign, &[11]),
         node("c5", k13, &[12]),
         node("s5", Op::Sign, &[13]),
-        node("c6", conv(7, 9, 3, 3, 1, true), &[14]),
+        node("c6", conv(7, 120, 3, 3, 1, true), &[14]),
         node("s6", Op::Sign, &[15]),
         node("flatten", Op::Flatten, &[16]),
-        node("fc1", fc(54, 20), &[17]),
+        node("fc1", fc(720, 20), &[17]),
         node("s7", Op::Sign, &[18]),
         node("classifier", fc(20, 5), &[19]),
     ];
