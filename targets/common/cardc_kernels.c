@@ -618,6 +618,28 @@ static void xnor_store(const cardc_layer *L, int32_t o, const uint32_t *cnt, con
 #define XNOR_EP_RELU 2
 #define XNOR_EP_BITS 3
 
+/* A Sign output as f32 for four pixels: -1 where d = threshold - count has
+ * its sign bit set (count > threshold), else +1. */
+static inline __attribute__((always_inline)) float32x4_t xnor_sign_f32(int32x4_t d) {
+  const uint32x4_t signbit = vdupq_n_u32(0x80000000u), one = vdupq_n_u32(0x3f800000u);
+  return vreinterpretq_f32_u32(vorrq_u32(vandq_u32(vreinterpretq_u32_s32(d), signbit), one));
+}
+
+/* mult * t + bias for four pixels (t = kept - correction - 2 * count),
+ * then ReLU (ReLU6 when relu6) with the RELU epilogue. */
+static inline __attribute__((always_inline)) float32x4_t xnor_affine_f32(int32x4_t t, float mult,
+                                                                         float32x4_t bias,
+                                                                         const int ep,
+                                                                         int32_t relu6) {
+  const float32x4_t zero = vdupq_n_f32(0.0f), six = vdupq_n_f32(6.0f);
+  float32x4_t y = vaddq_f32(vmulq_n_f32(vcvtq_f32_s32(t), mult), bias);
+  if (ep == XNOR_EP_RELU) {
+    y = vbslq_f32(vcgtq_f32(y, zero), y, zero); /* NaN -> 0, as act_apply */
+    if (relu6) y = vminq_f32(y, six);
+  }
+  return y;
+}
+
 /* The tails (xn_tail words, after nq chunks) of four pixels' patches, rw
  * words apart, laid out as the row's tail: one word per pixel in half 0,
  * or two per pixel, pixels 0-1 in half 0 and 2-3 in half 1. */
@@ -710,8 +732,6 @@ static inline __attribute__((always_inline)) void xnor_block_neon(
       P2[CARDC_XNOR_NEON_CHUNKS], P3[CARDC_XNOR_NEON_CHUNKS];
   const uint8x16_t Ta = xnor_tails4(patch, rw, nq, tail, 0),
                    Tb = xnor_tails4(patch, rw, nq, tail, 1);
-  const float32x4_t zero = vdupq_n_f32(0.0f), six = vdupq_n_f32(6.0f);
-  const uint32x4_t signbit = vdupq_n_u32(0x80000000u), one = vdupq_n_u32(0x3f800000u);
   /* L's fields in locals: the stores to dst could alias them otherwise */
   const uint8_t *ws = (const uint8_t *)L->xn_sign;
   const uint8_t *ms = masked ? (const uint8_t *)L->xn_mask : 0;
@@ -761,18 +781,11 @@ static inline __attribute__((always_inline)) void xnor_block_neon(
     const int32x4_t cnt = xnor_count_neon(P0, P1, P2, P3, Ta, Tb, ws, ms, nq, tail, masked);
     const int32x4_t k = vmovl_s16(vld1_s16(kb));
     if (ep == XNOR_EP_SIGN) {
-      /* -1 (sign bit set) where count > threshold */
-      uint32x4_t d = vreinterpretq_u32_s32(vsubq_s32(k, cnt));
-      vst1q_f32(dst, vreinterpretq_f32_u32(vorrq_u32(vandq_u32(d, signbit), one)));
+      vst1q_f32(dst, xnor_sign_f32(vsubq_s32(k, cnt)));
     } else {
       /* kept - correction - 2 * count, per pixel */
-      int32x4_t t = vsubq_s32(k, vshlq_n_s32(cnt, 1));
-      float32x4_t y = vaddq_f32(vmulq_n_f32(vcvtq_f32_s32(t), mult[o]), vld1q_dup_f32(bias + o));
-      if (ep == XNOR_EP_RELU) {
-        y = vbslq_f32(vcgtq_f32(y, zero), y, zero); /* NaN -> 0, as act_apply */
-        if (relu6) y = vminq_f32(y, six);
-      }
-      vst1q_f32(dst, y);
+      const int32x4_t t = vsubq_s32(k, vshlq_n_s32(cnt, 1));
+      vst1q_f32(dst, xnor_affine_f32(t, mult[o], vld1q_dup_f32(bias + o), ep, relu6));
     }
   }
 }
@@ -784,7 +797,8 @@ static inline __attribute__((always_inline)) void xnor_block_neon(
  * (xnor_tails4). */
 static inline __attribute__((always_inline)) uint16x8_t xnor_count8_neon(
     const uint8x16_t P[CARDC_XNOR_BLOCK][CARDC_XNOR_NEON8_CHUNKS], uint8x16_t T0a, uint8x16_t T0b,
-    uint8x16_t T1a, uint8x16_t T1b, const uint8_t *ws, const uint8_t *ms, const int nq, const int tail, const int masked) {
+    uint8x16_t T1a, uint8x16_t T1b, const uint8_t *ws, const uint8_t *ms, const int nq,
+    const int tail, const int masked) {
   uint8x16_t a[CARDC_XNOR_BLOCK], q0 = vdupq_n_u8(0), q1 = q0;
   int32_t c, l;
   for (c = 0; c < nq; c++) {
@@ -846,8 +860,6 @@ static inline __attribute__((always_inline)) void xnor_block8_neon(
                    T0b = xnor_tails4(patch, rw, nq, tail, 1),
                    T1a = xnor_tails4(patch + 4 * rw, rw, nq, tail, 0),
                    T1b = xnor_tails4(patch + 4 * rw, rw, nq, tail, 1);
-  const float32x4_t zero = vdupq_n_f32(0.0f), six = vdupq_n_f32(6.0f);
-  const uint32x4_t signbit = vdupq_n_u32(0x80000000u), one = vdupq_n_u32(0x3f800000u);
   /* L's fields in locals: the stores to dst could alias them otherwise */
   const uint8_t *ws = (const uint8_t *)L->xn_sign;
   const uint8_t *ms = masked ? (const uint8_t *)L->xn_mask : 0;
@@ -884,26 +896,16 @@ static inline __attribute__((always_inline)) void xnor_block8_neon(
         vreinterpretq_s16_u16(xnor_count8_neon(P, T0a, T0b, T1a, T1b, ws, ms, nq, tail, masked));
     const int16x8_t k = vld1q_s16(kb);
     if (ep == XNOR_EP_SIGN) {
-      /* -1 (sign bit set) where count > threshold */
       const int16x8_t d = vsubq_s16(k, cnt);
-      const uint32x4_t d0 = vreinterpretq_u32_s32(vmovl_s16(vget_low_s16(d))),
-                       d1 = vreinterpretq_u32_s32(vmovl_high_s16(d));
-      vst1q_f32(dst, vreinterpretq_f32_u32(vorrq_u32(vandq_u32(d0, signbit), one)));
-      vst1q_f32(dst + 4, vreinterpretq_f32_u32(vorrq_u32(vandq_u32(d1, signbit), one)));
+      vst1q_f32(dst, xnor_sign_f32(vmovl_s16(vget_low_s16(d))));
+      vst1q_f32(dst + 4, xnor_sign_f32(vmovl_high_s16(d)));
     } else {
       /* kept - correction - 2 * count, per pixel (|t| <= 2K fits 16 bits) */
       const int16x8_t t = vsubq_s16(k, vshlq_n_s16(cnt, 1));
-      const float32x4_t b = vld1q_dup_f32(bias + o);
-      float32x4_t y0 = vaddq_f32(vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(t))), mult[o]), b);
-      float32x4_t y1 = vaddq_f32(vmulq_n_f32(vcvtq_f32_s32(vmovl_high_s16(t)), mult[o]), b);
-      if (ep == XNOR_EP_RELU) {
-        y0 = vbslq_f32(vcgtq_f32(y0, zero), y0, zero); /* NaN -> 0, as act_apply */
-        y1 = vbslq_f32(vcgtq_f32(y1, zero), y1, zero);
-        if (relu6) {
-          y0 = vminq_f32(y0, six);
-          y1 = vminq_f32(y1, six);
-        }
-      }
+      const float32x4_t b = vld1q_dup_f32(bias + o),
+                        y0 = xnor_affine_f32(vmovl_s16(vget_low_s16(t)), mult[o], b, ep, relu6),
+                        y1 = xnor_affine_f32(vmovl_high_s16(t), mult[o], b, ep, relu6);
+      /* both computed before the stores, which could alias mult */
       vst1q_f32(dst, y0);
       vst1q_f32(dst + 4, y1);
     }
