@@ -98,18 +98,34 @@ fn sparse_index<T>(
 
 /// Emits a matrix layer's arrays (in the orders of [`layout`]) and its
 /// `cardc_layer`.
-/// `to`: the reader's geometry when the output is handed off to it;
-/// `out_bits` / `in_rows`: the hand-off carries sign bits
-/// ([`layout::Buffers::handoff_bits`]).
-fn emit_layer(
-    out: &mut String,
-    id: usize,
-    l: &MatLayer,
+/// Where a matrix layer's operands live and what its epilogue applies
+/// (from [`layout::Buffers`]).
+struct LayerIo {
+    /// The input is already this layer's padded input (handed off or read
+    /// in place).
     in_padded: bool,
-    to: Option<&Geom>,
+    /// The input is a bordered value, copied into scratch.
+    from: Option<layout::Bordered>,
+    /// The output is written zero-bordered (handed off to the next layer,
+    /// or a bordered value).
+    to: Option<layout::Bordered>,
+    /// The hand-off out of / into this layer carries sign bits
+    /// ([`layout::Buffers::handoff_bits`]).
     out_bits: bool,
     in_rows: bool,
-) {
+    /// The activation: the layer's, or a fused residual Add's.
+    act: Act,
+}
+
+fn emit_layer(out: &mut String, id: usize, l: &MatLayer, io: &LayerIo) {
+    let LayerIo {
+        in_padded,
+        from,
+        to,
+        out_bits,
+        in_rows,
+        act,
+    } = *io;
     let p = format!("L{id}");
     let g = &l.geom;
     let pad = layout::Padded::of(g);
@@ -265,25 +281,15 @@ fn emit_layer(
             "CARDC_BINARY"
         }
     };
-    // Output layout: plain [oc][oh][ow], or the next layer's padded input.
+    // Output layout: plain [oc][oh][ow], or zero-bordered.
     match to {
-        Some(n) => {
-            let q = layout::Padded::of(n);
-            fields.push(format!(
-                ".out_plane = {}, .out_row = {}, .out_base = {}, .out_hp = {}, .out_wq = {}, .out_ph = {}, .out_pw = {}",
-                q.hp * q.wq,
-                q.wq,
-                n.ph * q.wq + n.pw,
-                q.hp,
-                q.wq,
-                n.ph,
-                n.pw
-            ));
-        }
+        Some(b) => fields.push(b.output_fields()),
         None => fields.push(format!(".out_plane = {}, .out_row = {}", g.oh * g.ow, g.ow)),
     }
     if in_padded {
         fields.push(".in_padded = 1".into());
+    } else if let Some(b) = from {
+        fields.push(b.source_fields());
     }
     if out_bits {
         fields.push(".xn_out_bits = 1".into());
@@ -308,7 +314,7 @@ fn emit_layer(
         g.sw,
         g.ph,
         g.pw,
-        act_name(l.act),
+        act_name(act),
         pad.hp,
         pad.wq,
         fields.join(",\n  ")
@@ -410,28 +416,58 @@ pub fn emit_unit(program: &Program, plan: &Plan, bufs: &layout::Buffers, unit: &
             Step::Mat { layer, input, out } => {
                 let names = [arena, scratch_a, scratch_b];
                 let in_buf = bufs.input[i].unwrap_or(0);
-                let in_padded = i > 0 && bufs.handoff[i - 1].is_some();
+                let handed = i > 0 && bufs.handoff[i - 1].is_some();
+                let stored = bufs.bordered[*input];
+                let in_place = stored.is_some_and(|b| b.serves(&layer.geom));
                 let next = match (bufs.handoff[i], program.steps.get(i + 1)) {
-                    (Some(_), Some(Step::Mat { layer: n, .. })) => Some(&n.geom),
+                    (Some(_), Some(Step::Mat { layer: n, .. })) => {
+                        Some(layout::Bordered::read_by(&n.geom))
+                    }
                     _ => None,
                 };
-                let out_bits = bufs.handoff_bits[i];
-                let in_rows = i > 0 && bufs.handoff_bits[i - 1];
-                emit_layer(&mut m, i, layer, in_padded, next, out_bits, in_rows);
-                let src = if in_padded {
+                // A fused residual Add: the sum is the output.
+                let fused = match (bufs.residual[i], program.steps.get(i + 1)) {
+                    (Some(r), Some(Step::Add { out, act, .. })) => Some((r, *out, *act)),
+                    _ => None,
+                };
+                let out = fused.map_or(*out, |(_, o, _)| o);
+                emit_layer(
+                    &mut m,
+                    i,
+                    layer,
+                    &LayerIo {
+                        in_padded: handed || in_place,
+                        from: stored.filter(|_| !in_place),
+                        to: next.or(bufs.bordered[out]),
+                        out_bits: bufs.handoff_bits[i],
+                        in_rows: i > 0 && bufs.handoff_bits[i - 1],
+                        act: fused.map_or(layer.act, |(_, _, act)| act),
+                    },
+                );
+                let src = if handed {
                     bufs.padded_input(i, in_buf, &names)
                 } else {
                     at(*input)
                 };
                 let dst = match (bufs.handoff[i], next) {
                     (Some(b), Some(_)) => bufs.padded_input(i + 1, b, &names),
-                    _ => at(*out),
+                    _ => at(out),
                 };
-                format!(
-                    "cardc_mat(&L{i}, {src}, {dst}, {}); /* {} */",
-                    bufs.padded_input(i, in_buf, &names),
-                    layer.name
-                )
+                let scratch = bufs.padded_input(i, in_buf, &names);
+                match fused {
+                    Some((r, _, _)) => format!(
+                        "cardc_mat_residual(&L{i}, {src}, {}, {dst}, {scratch}); /* {} + residual */",
+                        at(r),
+                        layer.name
+                    ),
+                    None => format!(
+                        "cardc_mat(&L{i}, {src}, {dst}, {scratch}); /* {} */",
+                        layer.name
+                    ),
+                }
+            }
+            Step::Add { name, .. } if i > 0 && bufs.residual[i - 1].is_some() => {
+                format!("/* {name}: in the layer before */")
             }
             Step::Add {
                 name,
@@ -444,7 +480,8 @@ pub fn emit_unit(program: &Program, plan: &Plan, bufs: &layout::Buffers, unit: &
                 at(*a),
                 at(*b),
                 at(*out),
-                program.values[*out],
+                // Bordered operands: whole planes (zero borders stay zero).
+                bufs.bordered[*out].map_or(program.values[*out], |b| b.c * b.plane()),
                 act_name(*act)
             ),
             Step::Affine {
@@ -517,9 +554,10 @@ pub fn emit_unit(program: &Program, plan: &Plan, bufs: &layout::Buffers, unit: &
                 pixels,
                 c,
             } => format!(
-                "cardc_global_avgpool({}, {}, {pixels}, {c}); /* {name} */",
+                "cardc_global_avgpool({}, {}, {}, {pixels}, {c}); /* {name} */",
                 at(*input),
-                at(*out)
+                at(*out),
+                bufs.bordered[*input].map_or(*pixels, |b| b.plane())
             ),
         };
         calls.push(call);

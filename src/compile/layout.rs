@@ -8,7 +8,7 @@
 //! consecutive floats at any stride, which is what lets every kernel
 //! vectorize over output pixels with plain loads.
 
-use super::lower::Geom;
+use super::lower::{Act, Geom, Program, Step};
 use super::pack::{Increments, Packed};
 
 /// Output channels per dense weight block (the C kernels' `CARDC_J`).
@@ -87,6 +87,12 @@ pub struct Buffers {
     /// padded inputs live in the arena (see [`Buffers::move_to_arena`])
     /// instead of buffers A and B.
     pub arena: Vec<Option<usize>>,
+    /// Per value: stored as a zero-bordered image ([`bordered_values`]).
+    pub bordered: Vec<Option<Bordered>>,
+    /// Per step: a matrix layer that also does the next step, an `Add` of
+    /// its output and this residual value, in its epilogue
+    /// ([`fuse_residual_adds`]).
+    pub residual: Vec<Option<usize>>,
 }
 
 impl Buffers {
@@ -117,7 +123,6 @@ impl Buffers {
         defs: &mut Vec<usize>,
         reads: &mut Vec<(usize, usize)>,
     ) -> Vec<Option<usize>> {
-        use super::lower::Step;
         let mut holder = vec![None; program.steps.len()];
         for (i, step) in program.steps.iter().enumerate() {
             let Step::Mat { layer, input, .. } = step else {
@@ -154,9 +159,230 @@ impl Buffers {
     }
 }
 
-/// Plans the padded-input buffers of `program`.
-pub fn buffers(program: &super::lower::Program) -> Buffers {
-    use super::lower::Step;
+/// A value stored as a zero-bordered image: each of its `c` channels is a
+/// plane of `hp × wp` floats with the `h × w` image at row `ph`, column
+/// `pw`, and zeros around it. A stride-1 matrix layer with that padding
+/// reads it in place as its padded input (no copy into scratch); an
+/// element-wise `Add` whose operands share the layout adds whole planes
+/// (zero borders stay zero under None/ReLU/ReLU6); other matrix layers copy
+/// from it ([`Bordered::source_fields`]); a global average pool sums whole
+/// planes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bordered {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub ph: usize,
+    pub pw: usize,
+    /// Rows and columns per channel plane.
+    pub hp: usize,
+    pub wp: usize,
+    /// Floats the value takes: its planes, plus what the last pixel vector
+    /// of a reader that reads it in place loads past them.
+    pub floats: usize,
+}
+
+impl Bordered {
+    /// The layout a stride-1 matrix layer `g` reads as its padded input.
+    pub fn read_by(g: &Geom) -> Bordered {
+        let p = Padded::of(g);
+        Bordered {
+            c: g.ic,
+            h: g.ih,
+            w: g.iw,
+            ph: g.ph,
+            pw: g.pw,
+            hp: p.hp,
+            wp: p.wq,
+            floats: p.scratch_floats(g),
+        }
+    }
+
+    /// Floats per channel plane.
+    pub fn plane(&self) -> usize {
+        self.hp * self.wp
+    }
+
+    /// Offset of image pixel (0, 0) in its plane.
+    pub fn base(&self) -> usize {
+        self.ph * self.wp + self.pw
+    }
+
+    /// Whether matrix layer `g` reads this layout in place as its padded
+    /// input.
+    pub fn serves(&self, g: &Geom) -> bool {
+        g.sw == 1 && (g.ic, g.ih, g.iw, g.ph, g.pw) == (self.c, self.h, self.w, self.ph, self.pw)
+    }
+
+    /// The `cardc_layer` fields of a producer writing this layout.
+    pub fn output_fields(&self) -> String {
+        format!(
+            ".out_plane = {}, .out_row = {}, .out_base = {}, .out_hp = {}, .out_wq = {}, .out_ph = {}, .out_pw = {}",
+            self.plane(),
+            self.wp,
+            self.base(),
+            self.hp,
+            self.wp,
+            self.ph,
+            self.pw
+        )
+    }
+
+    /// The `cardc_layer` fields of a reader copying its padded input from
+    /// this layout instead of a plain `[c][h][w]` image.
+    pub fn source_fields(&self) -> String {
+        format!(
+            ".in_plane = {}, .in_row = {}, .in_base = {}",
+            self.plane(),
+            self.wp,
+            self.base()
+        )
+    }
+}
+
+/// Which values of `program` to store as zero-bordered images: the outputs
+/// of residual chains (matrix layers and element-wise adds, except those
+/// `handoff` already writes into a reader's scratch) read by stride-1
+/// matrix layers with padding, so that those layers read them in place
+/// instead of copying them into scratch on every call. All values an `Add`
+/// joins share one layout, so a chain is bordered as a whole or not at all:
+/// only when every reader of every member is a matrix layer, an `Add` or a
+/// global average pool, no member is the network's output, and every `Add`
+/// keeps zero borders zero (no Sign). The padding is that of the chain's
+/// first stride-1 reader with padding.
+pub fn bordered_values(program: &Program, handoff: &[Option<u8>]) -> Vec<Option<Bordered>> {
+    let n = program.values.len();
+    // [c, h, w] of the values matrix layers and adds write.
+    let mut shape: Vec<Option<(usize, usize, usize)>> = vec![None; n];
+    // Whether the value's producer and readers allow a bordered layout.
+    let mut ok = vec![false; n];
+    for (i, s) in program.steps.iter().enumerate() {
+        match s {
+            Step::Mat { layer, out, .. } => {
+                let g = &layer.geom;
+                shape[*out] = Some((g.oc, g.oh, g.ow));
+                ok[*out] = handoff[i].is_none();
+            }
+            Step::Add { a, b, out, act, .. } => {
+                shape[*out] = shape[*a].filter(|_| shape[*a] == shape[*b]);
+                ok[*out] = shape[*out].is_some() && !matches!(act, Act::Sign);
+            }
+            _ => {}
+        }
+    }
+    ok[program.output] = false;
+    // Chains: the values each Add joins.
+    let mut chain: Vec<usize> = (0..n).collect();
+    fn root(chain: &mut [usize], mut v: usize) -> usize {
+        while chain[v] != v {
+            chain[v] = chain[chain[v]];
+            v = chain[v];
+        }
+        v
+    }
+    for s in &program.steps {
+        match s {
+            Step::Add { a, b, out, .. } => {
+                for x in [*a, *b] {
+                    let (rx, ro) = (root(&mut chain, x), root(&mut chain, *out));
+                    chain[rx] = ro;
+                }
+            }
+            Step::Mat { .. } | Step::GlobalAvgPool { .. } => {}
+            other => {
+                for v in other.inputs() {
+                    ok[v] = false;
+                }
+            }
+        }
+    }
+    // Per chain: every member allowed, and the layout of its first
+    // stride-1 padded reader.
+    let mut chain_ok = vec![true; n];
+    let mut layout: Vec<Option<Bordered>> = vec![None; n];
+    for (v, &allowed) in ok.iter().enumerate() {
+        let r = root(&mut chain, v);
+        chain_ok[r] &= allowed;
+    }
+    for s in &program.steps {
+        if let Step::Mat { layer, input, .. } = s {
+            let g = &layer.geom;
+            let r = root(&mut chain, *input);
+            if layout[r].is_none() && g.sw == 1 && (g.ph, g.pw) != (0, 0) {
+                layout[r] = Some(Bordered::read_by(g));
+            }
+        }
+    }
+    // Every in-place reader's reach, and one shape per chain.
+    let mut reach = vec![0usize; n];
+    for s in &program.steps {
+        if let Step::Mat { layer, input, .. } = s {
+            let r = root(&mut chain, *input);
+            if layout[r].is_some_and(|b| b.serves(&layer.geom)) {
+                reach[r] = reach[r].max(Padded::of(&layer.geom).scratch_floats(&layer.geom));
+            }
+        }
+    }
+    for (v, &s) in shape.iter().enumerate() {
+        let r = root(&mut chain, v);
+        if let Some(b) = layout[r]
+            && s != Some((b.c, b.h, b.w))
+        {
+            chain_ok[r] = false;
+        }
+    }
+    (0..n)
+        .map(|v| {
+            let r = root(&mut chain, v);
+            let b = layout[r].filter(|_| chain_ok[r])?;
+            Some(Bordered {
+                floats: reach[r].max(b.c * b.plane()),
+                ..b
+            })
+        })
+        .collect()
+}
+
+/// Which matrix layers also do the `Add` that follows them: when the
+/// layer's output is read by that `Add` only, the layer has no activation
+/// of its own and is not an xnor layer (whose kernels have their own
+/// epilogues), and the other operand is stored like the sum (both plain,
+/// or both in one bordered layout), the layer writes `act(y + residual)`
+/// straight into the sum, in the order the reference adds them (the sum
+/// is commutative in IEEE arithmetic, so either operand order agrees).
+/// That saves writing and re-reading the layer's output, and the memory
+/// it takes.
+fn fuse_residual_adds(program: &Program, b: &Buffers, readers: &[usize]) -> Vec<Option<usize>> {
+    let mut fused = vec![None; program.steps.len()];
+    for (i, pair) in program.steps.windows(2).enumerate() {
+        let [
+            Step::Mat { layer, out: m, .. },
+            Step::Add {
+                a, b: other, out, ..
+            },
+        ] = pair
+        else {
+            continue;
+        };
+        let residual = if a == m { *other } else { *a };
+        if (*a == *m || *other == *m)
+            && residual != *m
+            && readers[*m] == 1
+            && *m != program.output
+            && b.handoff[i].is_none()
+            && layer.act == Act::None
+            && !matches!(layer.packed.packed, super::pack::Packed::Xnor(_))
+            && b.bordered[residual] == b.bordered[*out]
+        {
+            fused[i] = Some(residual);
+        }
+    }
+    fused
+}
+
+/// Plans the padded-input buffers of `program`; `bordered`: also store
+/// residual chains as zero-bordered images ([`bordered_values`]).
+pub fn buffers(program: &Program, bordered: bool) -> Buffers {
     let n = program.steps.len();
     let mut readers = vec![0usize; program.values.len()];
     for s in &program.steps {
@@ -170,6 +396,8 @@ pub fn buffers(program: &super::lower::Program) -> Buffers {
         handoff_bits: vec![false; n],
         floats: [0, 0],
         arena: vec![None; n],
+        bordered: vec![None; program.values.len()],
+        residual: vec![None; n],
     };
     for i in 0..n {
         let Step::Mat { layer, out, .. } = &program.steps[i] else {
@@ -178,8 +406,6 @@ pub fn buffers(program: &super::lower::Program) -> Buffers {
         let g = &layer.geom;
         let buf = b.input[i].unwrap_or(0);
         b.input[i] = Some(buf);
-        let need = Padded::of(g).scratch_floats(g);
-        b.floats[buf as usize] = b.floats[buf as usize].max(need);
         if let Some(Step::Mat {
             layer: next,
             input: next_in,
@@ -195,6 +421,20 @@ pub fn buffers(program: &super::lower::Program) -> Buffers {
             b.handoff[i] = Some(other);
             b.handoff_bits[i] = super::xnor::hands_bits(layer, next);
             b.input[i + 1] = Some(other);
+        }
+    }
+    if bordered {
+        b.bordered = bordered_values(program, &b.handoff);
+    }
+    b.residual = fuse_residual_adds(program, &b, &readers);
+    // Buffer sizes: every padded input copied or handed off into them (not
+    // those read in place from a bordered value).
+    for (i, s) in program.steps.iter().enumerate() {
+        if let (Step::Mat { layer, input, .. }, Some(buf)) = (s, b.input[i])
+            && !b.bordered[*input].is_some_and(|v| v.serves(&layer.geom))
+        {
+            let need = Padded::of(&layer.geom).scratch_floats(&layer.geom);
+            b.floats[buf as usize] = b.floats[buf as usize].max(need);
         }
     }
     b

@@ -642,11 +642,12 @@ pub enum FormatChoice {
 /// Zero fraction from which sparse pays off (XNNPACK's threshold).
 pub const SPARSE_MIN_ZEROS: f64 = 2.0 / 3.0;
 
-/// The cost model's format for a layer: binary for binarized layers,
-/// sparse from 2/3 zeros on (sparse8 where the card is int8: its values
-/// exactly, in a quarter of the value bytes), f32 otherwise.
-pub fn auto_format(layer: &MatLayer) -> Format {
-    if layer.card_binary && layer.supports(Format::Xnor) {
+/// The cost model's format for a layer: binary for binarized layers (xnor
+/// on Sign inputs where `xnor` allows it), sparse from 2/3 zeros on
+/// (sparse8 where the card is int8: its values exactly, in a quarter of the
+/// value bytes), f32 otherwise.
+pub fn auto_format(layer: &MatLayer, xnor: bool) -> Format {
+    if xnor && layer.card_binary && layer.supports(Format::Xnor) {
         Format::Xnor
     } else if layer.card_binary && layer.supports(Format::Binary) {
         Format::Binary
@@ -677,13 +678,15 @@ fn shrinks_to(layer: &MatLayer, to: Format) -> bool {
 
 /// Packs every matrix layer: forced formats (binary only where the layer
 /// is binary; other layers then fall back to the auto choice, said on
-/// stderr), or the cost model's choice. With `max_flash` and `auto`, the
-/// layers are shrunk until the weights fit (see [`shrinks_to`]).
+/// stderr), or the cost model's choice (`xnor`: whether it may pick xnor).
+/// With `max_flash` and `auto`, the layers are shrunk until the weights
+/// fit (see [`shrinks_to`]).
 pub fn choose_formats(
     program: &mut Program,
     choice: FormatChoice,
     max_flash: Option<u64>,
     fixed_bytes: u64,
+    xnor: bool,
 ) -> anyhow::Result<()> {
     for layer in program.mat_layers_mut() {
         let f = match choice {
@@ -697,12 +700,12 @@ pub fn choose_formats(
                 eprintln!(
                     "layer '{}': {why}, kept as {} (--format {})",
                     layer.name,
-                    auto_format(layer).name(),
+                    auto_format(layer, xnor).name(),
                     f.name()
                 );
-                auto_format(layer)
+                auto_format(layer, xnor)
             }
-            FormatChoice::Auto => auto_format(layer),
+            FormatChoice::Auto => auto_format(layer, xnor),
         };
         layer.packed = layer.pack(f)?;
     }

@@ -126,11 +126,13 @@ pub struct Planned {
 
 /// Lowers `card` and packs its layers (see [`lower::choose_formats`]);
 /// also returns the flash bytes of the normalization tables and of the
-/// unfolded BatchNorms, which count against `max_flash`.
+/// unfolded BatchNorms, which count against `max_flash`. `auto_xnor`:
+/// whether `--format auto` may pick xnor ([`target::Target::auto_xnor`]).
 pub fn lower_with_formats(
     card: &Card,
     format: FormatChoice,
     max_flash: Option<u64>,
+    auto_xnor: bool,
 ) -> anyhow::Result<(lower::Program, u64, u64)> {
     let mut program = lower::lower(card)?;
     for l in program.mat_layers() {
@@ -150,7 +152,13 @@ pub fn lower_with_formats(
             _ => 0,
         })
         .sum();
-    lower::choose_formats(&mut program, format, max_flash, lut_bytes + affine_bytes)?;
+    lower::choose_formats(
+        &mut program,
+        format,
+        max_flash,
+        lut_bytes + affine_bytes,
+        auto_xnor,
+    )?;
     Ok((program, lut_bytes, affine_bytes))
 }
 
@@ -163,16 +171,33 @@ pub fn plan_card(
     max_flash: Option<u64>,
     target: &target::Target,
 ) -> anyhow::Result<Planned> {
-    let (program, lut_bytes, affine_bytes) = lower_with_formats(card, format, max_flash)?;
+    let (program, lut_bytes, affine_bytes) =
+        lower_with_formats(card, format, max_flash, target.auto_xnor())?;
     // Memory plan over the schedule.
     let nsteps = program.steps.len();
     let (mut defs, mut reads) = program.defs_and_reads();
-    // Values handed off into the next layer's padded input take no arena.
-    let mut bufs = layout::buffers(&program);
+    // Values handed off into the next layer's padded input take no arena;
+    // bordered values take their planes. Targets that plan padded inputs
+    // into the arena (small RAM) keep plain values: a bordered value is
+    // larger and lives as long as its chain.
+    let mut bufs = layout::buffers(&program, !target.scratch_in_arena);
     let mut sizes: Vec<usize> = program.values.iter().map(|&n| 4 * n).collect();
     for (s, h) in program.steps.iter().zip(&bufs.handoff) {
         if h.is_some() {
             sizes[s.output()] = 0;
+        }
+    }
+    for (size, b) in sizes.iter_mut().zip(&bufs.bordered) {
+        if let Some(b) = b {
+            *size = 4 * b.floats;
+        }
+    }
+    // A layer that does the next step's residual Add writes the sum at its
+    // own step; its own output is never stored.
+    for (i, r) in bufs.residual.iter().enumerate() {
+        if r.is_some() {
+            sizes[program.steps[i].output()] = 0;
+            defs[program.steps[i + 1].output()] = i;
         }
     }
     let padded_values = target

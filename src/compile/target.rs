@@ -175,6 +175,16 @@ impl Target {
         self.shader.is_some()
     }
 
+    /// Whether `--format auto` packs binary layers on Sign inputs as
+    /// `xnor`: everywhere but a `host` that is not aarch64. There the xnor
+    /// kernels are the portable C ones, which ran 1.5x slower than the
+    /// float add/subtract kernels on the same weights (a 90 % BiProp
+    /// `resnet20-bnn`, BENCHMARKS.md), and RAM, xnor's other gain, is no
+    /// constraint. `--format xnor` still forces it.
+    pub fn auto_xnor(&self) -> bool {
+        self.name != "host" || cfg!(target_arch = "aarch64")
+    }
+
     /// Tools this target needs that are missing here.
     pub fn missing_tools(&self) -> Vec<String> {
         std::iter::once(&self.cc)

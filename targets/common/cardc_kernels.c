@@ -23,12 +23,33 @@ static inline v8 v8_load(const float *p) {
   return v;
 }
 static inline v8 v8_fma(v8 a, v8 x, float s) { return a + x * s; }
+/* The first n < 8 floats at p, zeros after them (lane by lane: taking the
+ * vector's address would keep a kernel's accumulators in memory). */
+static inline v8 v8_load_part(const float *p, int32_t n) {
+  v8 v = v8_zero();
+  int32_t i;
+  for (i = 0; i < n; i++) v[i] = p[i];
+  return v;
+}
+#if defined(__clang__) || __GNUC__ >= 12
+/* p[0], p[2], .., p[14], reading p[0 .. 15] or (v8_evens15) only up to
+ * p[14]: the second load starts at p + 7. */
+#define CARDC_DEINTERLEAVE 1
+static inline v8 v8_evens(const float *p) {
+  v8 a = v8_load(p), b = v8_load(p + 8);
+  return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+}
+static inline v8 v8_evens15(const float *p) {
+  v8 a = v8_load(p), b = v8_load(p + 7);
+  return __builtin_shufflevector(a, b, 0, 2, 4, 6, 9, 11, 13, 15);
+}
+#endif
 static inline v8 v8_add(v8 a, v8 x) { return a + x; }
 static inline v8 v8_sub(v8 a, v8 x) { return a - x; }
 typedef int32_t v8i __attribute__((vector_size(32)));
-/* y = act(acc * m + b) on all 8 lanes (branch-free ReLU/ReLU6). */
-static inline v8 v8_epilogue(v8 acc, float m, float b, int32_t act) {
-  v8 zero = v8_zero(), six = zero + 6.0f, v = acc * m + b;
+/* act(v) on all 8 lanes (branch-free ReLU/ReLU6). */
+static inline v8 v8_act(v8 v, int32_t act) {
+  v8 zero = v8_zero(), six = zero + 6.0f;
   if (act == CARDC_ACT_SIGN) {
     v8i ge = v >= zero;
     return (v8)((ge & (v8i)(zero + 1.0f)) | (~ge & (v8i)(zero - 1.0f)));
@@ -40,10 +61,21 @@ static inline v8 v8_epilogue(v8 acc, float m, float b, int32_t act) {
   }
   return v;
 }
+/* y = act(acc * m + b), and with a residual r, act((acc * m + b) + r):
+ * the sum the unfused Add would take of the stored output. */
+static inline v8 v8_epilogue(v8 acc, float m, float b, int32_t act) {
+  return v8_act(acc * m + b, act);
+}
+static inline v8 v8_epilogue_res(v8 acc, float m, float b, v8 r, int32_t act) {
+  v8 y = acc * m + b;
+  return v8_act(y + r, act);
+}
 #define CARDC_CTZ(x) __builtin_ctz(x)
 #define CARDC_NOINLINE __attribute__((noinline))
+#define CARDC_INLINE inline __attribute__((always_inline))
 #else
 #define CARDC_NOINLINE
+#define CARDC_INLINE inline
 #endif
 /* Loops that write a border of one or two floats per row: GCC would turn
  * each into a call to memset (one per row and channel, most of the time
@@ -82,6 +114,12 @@ static v8 v8_sub(v8 a, v8 x) {
   for (i = 0; i < 8; i++) a.e[i] -= x.e[i];
   return a;
 }
+static v8 v8_load_part(const float *p, int32_t n) {
+  v8 v = v8_zero();
+  int32_t i;
+  for (i = 0; i < n; i++) v.e[i] = p[i];
+  return v;
+}
 static int cardc_ctz(uint32_t x) {
   int n = 0;
   while (!(x & 1u)) {
@@ -95,6 +133,14 @@ static float act_apply(float v, int32_t act);
 static v8 v8_epilogue(v8 acc, float m, float b, int32_t act) {
   int i;
   for (i = 0; i < 8; i++) acc.e[i] = act_apply(acc.e[i] * m + b, act);
+  return acc;
+}
+static v8 v8_epilogue_res(v8 acc, float m, float b, v8 r, int32_t act) {
+  int i;
+  for (i = 0; i < 8; i++) {
+    float y = acc.e[i] * m + b;
+    acc.e[i] = act_apply(y + r.e[i], act);
+  }
   return acc;
 }
 #endif
@@ -131,10 +177,35 @@ float cardc_half_to_float(uint16_t h) {
   return f;
 }
 
-/* n zero floats at p (a padding border: usually a few floats). */
+/* n zero floats at p (a padding border: usually a few floats, so the
+ * short case comes first, without a vectorized loop's set-up). */
 static inline void zero_floats(float *p, size_t n) {
-  size_t j;
-  for (j = 0; j < n; j++) p[j] = 0.0f;
+  size_t j = 0;
+  if (n >= 8) {
+    const v8 z = v8_zero();
+    for (; j + 8 <= n; j += 8) memcpy(p + j, &z, sizeof z);
+  }
+  for (; j < n; j++) p[j] = 0.0f;
+}
+
+/* row[j] = src[2j] for j < n (one column phase of a stride-2 layer's
+ * input row), reading nothing outside src[0 .. 2n-2]: 8 columns per step,
+ * the last 8 (which may overlap the previous step) from 15 floats. */
+static void copy_stride2(float *row, const float *src, int32_t n) {
+  int32_t j = 0;
+#ifdef CARDC_DEINTERLEAVE
+  if (n >= 8) {
+    v8 v;
+    for (; j + 9 <= n; j += 8) {
+      v = v8_evens(src + 2 * (size_t)j);
+      memcpy(row + j, &v, sizeof v);
+    }
+    v = v8_evens15(src + 2 * (size_t)(n - 8));
+    memcpy(row + (n - 8), &v, sizeof v);
+    return;
+  }
+#endif
+  for (; j < n; j++) row[j] = src[2 * (size_t)j];
 }
 
 /* Copies [ic][ih][iw] into the padded, phase-split scratch layout, writing
@@ -149,9 +220,29 @@ static void CARDC_NO_MEMSET pad_input(const cardc_layer *L, const float *in, flo
   int32_t ci, q, y, j;
   const int32_t ic = L->ic, ih = L->ih, iw = L->iw, ph = L->ph, pw = L->pw;
   const int32_t sw = L->sw, hp = L->hp, wq = L->wq;
+  const size_t src_plane = L->in_plane ? (size_t)L->in_plane : (size_t)ih * (size_t)iw;
+  const size_t src_row = L->in_plane ? (size_t)L->in_row : (size_t)iw;
+  const size_t src_base = L->in_plane ? (size_t)L->in_base : 0;
   /* plane rows holding image rows: [y0, y1) */
   const int32_t y0 = ph < hp ? ph : hp, y1 = ph + ih < hp ? ph + ih : hp;
   const size_t psize = (size_t)hp * (size_t)wq;
+  if (L->kh == 1 && L->kw == 1 && ph == 0 && pw == 0 && (L->sh > 1 || sw > 1) &&
+      L->format != CARDC_XNOR) {
+    /* A strided 1x1 layer (a shortcut) reads phase 0 of rows 0, sh, ..:
+     * only those are copied; the kernels read nothing else (xnor layers
+     * pack every position). */
+    const int32_t oh = L->oh, ow = L->ow, sh = L->sh;
+    for (ci = 0; ci < ic; ci++)
+      for (y = 0; y < oh; y++) {
+        float *row = s + (size_t)ci * (size_t)sw * psize + (size_t)(y * sh) * (size_t)wq;
+        const float *src = in + (size_t)ci * src_plane + src_base + (size_t)(y * sh) * src_row;
+        if (sw == 2)
+          copy_stride2(row, src, ow);
+        else
+          for (j = 0; j < ow; j++) row[j] = src[(size_t)j * (size_t)sw];
+      }
+    return;
+  }
   for (q = 0; q < sw; q++) {
     /* columns j with 0 <= j*sw + q - pw < iw */
     int32_t j0 = pw > q ? (pw - q + sw - 1) / sw : 0;
@@ -161,7 +252,7 @@ static void CARDC_NO_MEMSET pad_input(const cardc_layer *L, const float *in, flo
     n = j1 - j0;
     for (ci = 0; ci < ic; ci++) {
       float *plane = s + ((size_t)ci * (size_t)sw + (size_t)q) * psize;
-      const float *chan = in + (size_t)ci * (size_t)ih * (size_t)iw;
+      const float *chan = in + (size_t)ci * src_plane + src_base;
       if (n == 0 || y0 >= y1) {
         zero_floats(plane, psize);
         continue;
@@ -169,12 +260,12 @@ static void CARDC_NO_MEMSET pad_input(const cardc_layer *L, const float *in, flo
       zero_floats(plane, (size_t)y0 * (size_t)wq + (size_t)j0);
       for (y = y0; y < y1; y++) {
         float *row = plane + (size_t)y * (size_t)wq;
-        const float *src = chan + (size_t)(y - ph) * (size_t)iw + (size_t)(j0 * sw + q - pw);
+        const float *src = chan + (size_t)(y - ph) * src_row + (size_t)(j0 * sw + q - pw);
         const size_t end = y + 1 < y1 ? (size_t)(y + 1) * (size_t)wq + (size_t)j0 : psize;
         if (sw == 1)
           for (j = 0; j < n; j++) row[j0 + j] = src[j];
-        else if (sw == 2) /* a constant stride: vectorized with shuffles */
-          for (j = 0; j < n; j++) row[j0 + j] = src[2 * (size_t)j];
+        else if (sw == 2)
+          copy_stride2(row + j0, src, n);
         else
           for (j = 0; j < n; j++) row[j0 + j] = src[(size_t)j * (size_t)sw];
         zero_floats(row + j1, end - ((size_t)y * (size_t)wq + (size_t)j1));
@@ -183,38 +274,90 @@ static void CARDC_NO_MEMSET pad_input(const cardc_layer *L, const float *in, flo
   }
 }
 
+/* Whether the kernels write the left and right borders of a zero-bordered
+ * output themselves, per output channel and tile just after its rows
+ * (those lines are being written anyway; a separate pass over the borders
+ * touches a line per row for a float or two). zero_borders then only
+ * clears the rows above and below the image. */
+static int row_borders_in_stores(const cardc_layer *L) {
+  return L->out_wq > 0 && L->format != CARDC_XNOR && L->out_pw > 0 &&
+         L->out_wq == L->ow + 2 * L->out_pw;
+}
+
 /* Output vectors t0..t0+n: scratch base offsets, output offsets and valid
- * lanes. Vectors past the end repeat vector t0 (computed, not stored). */
+ * lanes. Vectors past the end repeat vector t0 (computed, not stored).
+ * With row_borders_in_stores, runs[0..*nruns) are the output offsets of
+ * the out_pw-float borders left of each row's first vector and right of
+ * its last (at most two per vector). */
 static void tile_setup(const cardc_layer *L, int32_t t0, int32_t nvec, int32_t n,
-                       int32_t *base, int32_t *dst, int32_t *lanes) {
-  int32_t nvx = (L->ow + 7) / 8, v;
+                       int32_t *base, int32_t *dst, int32_t *lanes, int32_t *runs,
+                       int32_t *nruns) {
+  int32_t nvx = (L->ow + 7) / 8, v, r = 0;
+  const int32_t borders = row_borders_in_stores(L);
   for (v = 0; v < n; v++) {
     int32_t t = t0 + v < nvec ? t0 + v : t0;
     int32_t oy = t / nvx, ox0 = (t % nvx) * 8, left = L->ow - ox0;
+    int32_t k = left < 8 ? left : 8;
     base[v] = oy * L->sh * L->wq + ox0;
     dst[v] = oy * L->out_row + ox0 + L->out_base;
-    lanes[v] = t0 + v < nvec ? (left < 8 ? left : 8) : 0;
+    lanes[v] = t0 + v < nvec ? k : 0;
+    if (borders && t0 + v < nvec) {
+      if (ox0 == 0) runs[r++] = dst[v] - L->out_pw;
+      if (ox0 + k == L->ow) runs[r++] = dst[v] + k;
+    }
   }
+  *nruns = r;
 }
 
-/* y = act(acc * m + b) for the valid lanes of one vector. */
-static void store_lanes(float *y, v8 acc, int32_t lanes, float m, float b, int32_t act) {
-  v8 v = v8_epilogue(acc, m, b, act);
+/* The valid lanes of one vector. */
+static CARDC_INLINE void store_vec(float *y, v8 v, int32_t lanes) {
   if (lanes == 8)
     memcpy(y, &v, sizeof v);
   else if (lanes > 0)
     memcpy(y, &v, sizeof(float) * (size_t)lanes);
 }
 
+/* y[dst[v]] = act(acc[v] * m + b) for the n vectors of a tile, then the
+ * tile's border runs (tile_setup) as zeros; the activation is branched on
+ * once per tile, not per vector (ReLU and none are the common cases). */
+static CARDC_INLINE void store_tile(float *y, const float *res, const int32_t *dst,
+                                    const int32_t *lanes, const v8 *acc, int32_t n, float m,
+                                    float b, int32_t act, const int32_t *runs, int32_t nruns,
+                                    int32_t pw) {
+  int32_t v, r, i;
+  if (res) /* a fused residual Add: res has the output's layout */
+    for (v = 0; v < n; v++) {
+      const v8 rv = lanes[v] == 8 ? v8_load(res + dst[v]) : v8_load_part(res + dst[v], lanes[v]);
+      if (act == CARDC_ACT_RELU)
+        store_vec(y + dst[v], v8_epilogue_res(acc[v], m, b, rv, CARDC_ACT_RELU), lanes[v]);
+      else
+        store_vec(y + dst[v], v8_epilogue_res(acc[v], m, b, rv, act), lanes[v]);
+    }
+  else if (act == CARDC_ACT_RELU)
+    for (v = 0; v < n; v++)
+      store_vec(y + dst[v], v8_epilogue(acc[v], m, b, CARDC_ACT_RELU), lanes[v]);
+  else if (act == CARDC_ACT_NONE)
+    for (v = 0; v < n; v++)
+      store_vec(y + dst[v], v8_epilogue(acc[v], m, b, CARDC_ACT_NONE), lanes[v]);
+  else
+    for (v = 0; v < n; v++) store_vec(y + dst[v], v8_epilogue(acc[v], m, b, act), lanes[v]);
+  if (pw == 1) /* scattered single stores (GCC makes the loop below a memset call) */
+    for (r = 0; r < nruns; r++) y[runs[r]] = 0.0f;
+  else
+    for (r = 0; r < nruns; r++)
+      for (i = 0; i < pw; i++) y[runs[r] + i] = 0.0f;
+}
+
 /* Dense kernel for weight type WT read through LOADW. */
 #define CARDC_DENSE(NAME, WT, LOADW)                                                      \
-  static void NAME(const cardc_layer *L, const WT *W, const float *s, float *out) {        \
+  static void NAME(const cardc_layer *L, const WT *W, const float *s, const float *res,    \
+                   float *out) {                                                           \
     int32_t cols = L->ic * L->kh * L->kw, nvx = (L->ow + 7) / 8, nvec = L->oh * nvx;      \
     int32_t nob = (L->oc + CARDC_J - 1) / CARDC_J, t0, ob, k, j, v;                       \
     size_t plane = (size_t)L->out_plane;                                          \
     for (t0 = 0; t0 < nvec; t0 += DENSE_V) {                                               \
-      int32_t base[DENSE_V], dst[DENSE_V], lanes[DENSE_V];                                 \
-      tile_setup(L, t0, nvec, DENSE_V, base, dst, lanes);                                  \
+      int32_t base[DENSE_V], dst[DENSE_V], lanes[DENSE_V], runs[2 * DENSE_V], nruns;       \
+      tile_setup(L, t0, nvec, DENSE_V, base, dst, lanes, runs, &nruns);                    \
       for (ob = 0; ob < nob; ob++) {                                                       \
         const WT *w = W + (size_t)ob * (size_t)cols * CARDC_J;                             \
         v8 acc[CARDC_J][DENSE_V];                                                          \
@@ -234,9 +377,8 @@ static void store_lanes(float *y, v8 acc, int32_t lanes, float m, float b, int32
           float m;                                                                         \
           if (o >= L->oc) break;                                                           \
           m = L->mult ? L->mult[o] : 1.0f;                                                 \
-          for (v = 0; v < DENSE_V; v++)                                                    \
-            store_lanes(out + (size_t)o * plane + (size_t)dst[v], acc[j][v], lanes[v], m,  \
-                        L->bias[o], L->act);                                               \
+          store_tile(out + (size_t)o * plane, res ? res + (size_t)o * plane : 0, dst,      \
+                     lanes, acc[j], DENSE_V, m, L->bias[o], L->act, runs, nruns, L->out_pw); \
         }                                                                                  \
       }                                                                                    \
     }                                                                                      \
@@ -262,9 +404,9 @@ CARDC_DENSE(dense_i8, int8_t, LOAD_I8)
       float w = W(j);                                                            \
       for (v = 0; v < SPARSE_V; v++) acc[v] = v8_fma(acc[v], v8_load(xb[v] + off), w); \
     }                                                                            \
-    for (v = 0; v < SPARSE_V; v++)                                               \
-      store_lanes(out + (size_t)o * plane + (size_t)dst[v], acc[v], lanes[v],    \
-                  L->mult ? L->mult[o] : 1.0f, L->bias[o], L->act);              \
+    store_tile(out + (size_t)o * plane, res ? res + (size_t)o * plane : 0, dst,  \
+               lanes, acc, SPARSE_V, L->mult ? L->mult[o] : 1.0f, L->bias[o],    \
+               L->act, runs, nruns, pw);                                         \
   }
 
 #define SP_OFF16(j) L->off16[j]
@@ -291,9 +433,8 @@ CARDC_DENSE(dense_i8, int8_t, LOAD_I8)
       size_t off = OFF(j);                                                       \
       for (v = 0; v < SPARSE_V; v++) acc[v] = v8_sub(acc[v], v8_load(xb[v] + off)); \
     }                                                                            \
-    for (v = 0; v < SPARSE_V; v++)                                               \
-      store_lanes(out + (size_t)o * plane + (size_t)dst[v], acc[v], lanes[v],    \
-                  L->mult[o], L->bias[o], L->act);                               \
+    store_tile(out + (size_t)o * plane, res ? res + (size_t)o * plane : 0, dst,  \
+               lanes, acc, SPARSE_V, L->mult[o], L->bias[o], L->act, runs, nruns, pw); \
   }
 
 /* The kernels that walk per-channel offset lists: sparse layers (f32 or
@@ -301,14 +442,15 @@ CARDC_DENSE(dense_i8, int8_t, LOAD_I8)
  * layers stored as lists, and Rice-coded binary layers once decoded
  * (rice_decode; the sparse rows with +-1 values from the offsets' sign
  * bits). */
-static void lists(const cardc_layer *L, const float *s, float *out) {
+static void lists(const cardc_layer *L, const float *s, const float *res, float *out) {
   int32_t nvx = (L->ow + 7) / 8, nvec = L->oh * nvx, t0, o, v;
+  const int32_t pw = L->out_pw;
   size_t plane = (size_t)L->out_plane;
   for (t0 = 0; t0 < nvec; t0 += SPARSE_V) {
-    int32_t base[SPARSE_V], dst[SPARSE_V], lanes[SPARSE_V];
+    int32_t base[SPARSE_V], dst[SPARSE_V], lanes[SPARSE_V], runs[2 * SPARSE_V], nruns;
     const float *xb[SPARSE_V]; /* per vector: scratch + base (register addressing) */
     size_t j = 0;
-    tile_setup(L, t0, nvec, SPARSE_V, base, dst, lanes);
+    tile_setup(L, t0, nvec, SPARSE_V, base, dst, lanes, runs, &nruns);
     for (v = 0; v < SPARSE_V; v++) xb[v] = s + base[v];
     if (L->format == CARDC_BINARY_RICE) {
       CARDC_SPARSE_ROWS(L->rice_counts, RICE_OFF, RICE_SIGN)
@@ -335,14 +477,14 @@ static void lists(const cardc_layer *L, const float *s, float *out) {
 /* Binary: weights are ±mult[o] where kept, so each output channel adds the
  * inputs under kept +1 signs and subtracts those under kept -1 signs (no
  * multiplies); set bits are visited with count-trailing-zeros. */
-static void binary(const cardc_layer *L, const float *s, float *out) {
+static void binary(const cardc_layer *L, const float *s, const float *res, float *out) {
   int32_t nvx = (L->ow + 7) / 8, nvec = L->oh * nvx, t0, o, v, p, wd;
   int32_t positions = L->kh * L->kw, words = L->bin_words;
   size_t plane = (size_t)L->out_plane;
   size_t cstride = (size_t)L->sw * (size_t)L->hp * (size_t)L->wq;
   for (t0 = 0; t0 < nvec; t0 += SPARSE_V) {
-    int32_t base[SPARSE_V], dst[SPARSE_V], lanes[SPARSE_V];
-    tile_setup(L, t0, nvec, SPARSE_V, base, dst, lanes);
+    int32_t base[SPARSE_V], dst[SPARSE_V], lanes[SPARSE_V], runs[2 * SPARSE_V], nruns;
+    tile_setup(L, t0, nvec, SPARSE_V, base, dst, lanes, runs, &nruns);
     for (o = 0; o < L->oc; o++) {
       v8 acc[SPARSE_V];
       for (v = 0; v < SPARSE_V; v++) acc[v] = v8_zero();
@@ -366,9 +508,8 @@ static void binary(const cardc_layer *L, const float *s, float *out) {
           }
         }
       }
-      for (v = 0; v < SPARSE_V; v++)
-        store_lanes(out + (size_t)o * plane + (size_t)dst[v], acc[v], lanes[v], L->mult[o],
-                    L->bias[o], L->act);
+      store_tile(out + (size_t)o * plane, res ? res + (size_t)o * plane : 0, dst, lanes, acc,
+                 SPARSE_V, L->mult[o], L->bias[o], L->act, runs, nruns, L->out_pw);
     }
   }
 }
@@ -1304,6 +1445,16 @@ static void CARDC_NO_MEMSET zero_borders(const cardc_layer *L, float *out) {
   int32_t c, y;
   const int32_t hp = L->out_hp, wq = L->out_wq, ph = L->out_ph, pw = L->out_pw, oh = L->oh;
   const size_t psize = (size_t)hp * (size_t)wq, right = (size_t)pw + (size_t)L->ow;
+  if (row_borders_in_stores(L)) {
+    /* the rows above and below the image; the kernel writes the rest */
+    const size_t below = (size_t)(ph + oh) * (size_t)wq;
+    for (c = 0; c < L->oc; c++) {
+      float *plane = out + (size_t)c * (size_t)L->out_plane;
+      zero_floats(plane, (size_t)ph * (size_t)wq);
+      zero_floats(plane + below, psize - below);
+    }
+    return;
+  }
   for (c = 0; c < L->oc; c++) {
     float *plane = out + (size_t)c * (size_t)L->out_plane;
     zero_floats(plane, (size_t)ph * (size_t)wq + (size_t)pw);
@@ -1315,7 +1466,10 @@ static void CARDC_NO_MEMSET zero_borders(const cardc_layer *L, float *out) {
   }
 }
 
-void cardc_mat(const cardc_layer *L, const float *in, float *out, float *scratch) {
+/* A matrix layer; res: NULL, or the residual a fused Add sums into the
+ * output (never an xnor layer: cardc's layout::fuse_residual_adds). */
+static void mat(const cardc_layer *L, const float *in, const float *res, float *out,
+                float *scratch) {
   const float *s = in;
   if (!L->in_padded) {
     pad_input(L, in, scratch);
@@ -1324,32 +1478,37 @@ void cardc_mat(const cardc_layer *L, const float *in, float *out, float *scratch
   if (L->out_wq > 0 && !L->xn_out_bits) zero_borders(L, out);
   switch (L->format) {
     case CARDC_F32:
-      dense_f32(L, L->w_f32, s, out);
+      dense_f32(L, L->w_f32, s, res, out);
       break;
     case CARDC_F16:
-      dense_f16(L, L->w_f16, s, out);
+      dense_f16(L, L->w_f16, s, res, out);
       break;
     case CARDC_I8:
-      dense_i8(L, L->w_i8, s, out);
-      break;
-    case CARDC_SPARSE:
-    case CARDC_SPARSE8:
-      lists(L, s, out);
+      dense_i8(L, L->w_i8, s, res, out);
       break;
     case CARDC_BINARY:
-      binary(L, s, out);
+      binary(L, s, res, out);
       break;
     case CARDC_BINARY_RICE:
       rice_decode(L);
-      lists(L, s, out);
+      lists(L, s, res, out);
       break;
     case CARDC_XNOR:
       xnor(L, s, out);
       break;
-    default:
-      lists(L, s, out);
+    default: /* sparse, sparse8, binary lists */
+      lists(L, s, res, out);
       break;
   }
+}
+
+void cardc_mat(const cardc_layer *L, const float *in, float *out, float *scratch) {
+  mat(L, in, 0, out, scratch);
+}
+
+void cardc_mat_residual(const cardc_layer *L, const float *in, const float *res, float *out,
+                        float *scratch) {
+  mat(L, in, res, out, scratch);
 }
 
 void cardc_normalize(const uint8_t *img, const float *lut, int32_t c, int32_t pixels,
@@ -1426,12 +1585,13 @@ void cardc_avgpool(const float *in, float *out, int32_t ih, int32_t iw, int32_t 
   pool(in, out, ih, iw, c, oh, ow, kh, kw, sh, sw, ph, pw, 0);
 }
 
-void cardc_global_avgpool(const float *in, float *out, int32_t pixels, int32_t c) {
+void cardc_global_avgpool(const float *in, float *out, int32_t plane, int32_t pixels,
+                          int32_t c) {
   int32_t p, ch;
   float inv = 1.0f / (float)(pixels > 0 ? pixels : 1);
   for (ch = 0; ch < c; ch++) {
     float acc = 0.0f;
-    for (p = 0; p < pixels; p++) acc += in[(size_t)ch * (size_t)pixels + (size_t)p];
+    for (p = 0; p < plane; p++) acc += in[(size_t)ch * (size_t)plane + (size_t)p];
     out[ch] = acc * inv;
   }
 }

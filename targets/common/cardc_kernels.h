@@ -67,7 +67,12 @@
 typedef struct cardc_layer {
   int32_t ih, iw, ic, oh, ow, oc, kh, kw, sh, sw, ph, pw, act, format;
   int32_t hp, wq; /* padded rows; columns per phase */
-  int32_t in_padded; /* input already in the padded layout (handed off) */
+  int32_t in_padded; /* input already in the padded layout (handed off or
+                        a zero-bordered value read in place) */
+  /* Otherwise the input channel ci, row y, column x is at
+   * ci*in_plane + y*in_row + x + in_base; in_plane = 0: plain [ic][ih][iw]
+   * (a zero-bordered value copied into the layer's own layout). */
+  int32_t in_plane, in_row, in_base;
   /* Output element (o, oy, ox) at o*out_plane + oy*out_row + ox + out_base;
    * out_wq > 0: the output is the next layer's zero-bordered padded input
    * (out_hp x out_wq per channel, image at row out_ph, column out_pw). */
@@ -121,6 +126,11 @@ typedef struct cardc_layer {
  * layout above). scratch receives the padded input unless in_padded, when
  * `in` is that padded input. */
 void cardc_mat(const cardc_layer *L, const float *in, float *out, float *scratch);
+/* The same followed by an element-wise Add with res (laid out like out)
+ * before the activation: out = act((W x) * mult + bias + res). Not for
+ * xnor layers. */
+void cardc_mat_residual(const cardc_layer *L, const float *in, const float *res, float *out,
+                        float *scratch);
 
 /* Raw CHW bytes -> CHW floats through lut[c][256]. */
 void cardc_normalize(const uint8_t *img, const float *lut, int32_t c, int32_t pixels,
@@ -136,7 +146,10 @@ void cardc_maxpool(const float *in, float *out, int32_t ih, int32_t iw, int32_t 
 void cardc_avgpool(const float *in, float *out, int32_t ih, int32_t iw, int32_t c,
                    int32_t oh, int32_t ow, int32_t kh, int32_t kw, int32_t sh, int32_t sw,
                    int32_t ph, int32_t pw);
-void cardc_global_avgpool(const float *in, float *out, int32_t pixels, int32_t c);
+/* Channel ch's plane at in + ch*plane (plane >= pixels: a zero-bordered
+ * value's borders add nothing); the mean divides by pixels. */
+void cardc_global_avgpool(const float *in, float *out, int32_t plane, int32_t pixels,
+                          int32_t c);
 
 /* IEEE half bits -> float (exact). */
 float cardc_half_to_float(uint16_t h);

@@ -433,6 +433,113 @@ fn odd_shapes_match_the_reference_in_every_exact_format() {
     }
 }
 
+/// Residual chains as the compiler stores them zero-bordered
+/// (`layout::bordered_values`), on an 11x11 input (rows of a full and a
+/// partial 8-pixel vector): `c0`'s output, `c2` + it, `c3` + that, all read
+/// in place by `c1` (3x3, pad 1) but copied by the 5x5 `c3` (pad 2) and by
+/// the stride-2 `c4` and `short`; the second chain (6x6) is read in place
+/// by a (3, 1) kernel padded (1, 0) (borders above and below only) and
+/// averaged by the global pool.
+pub fn bordered_graph() -> Graph {
+    let c = |ic, oc, k: (usize, usize), s, p: (usize, usize)| {
+        Op::Conv2d(Conv2d {
+            in_channels: ic,
+            out_channels: oc,
+            kernel: k,
+            stride: (s, s),
+            padding: p,
+            groups: 1,
+            bias: true,
+        })
+    };
+    let nodes = vec![
+        node(
+            "input",
+            Op::Input {
+                channels: 3,
+                height: 11,
+                width: 11,
+            },
+            &[],
+        ),
+        node("c0", c(3, 12, (3, 3), 1, (1, 1)), &[0]),
+        node("r0", Op::Relu, &[1]),
+        node("c1", c(12, 12, (3, 3), 1, (1, 1)), &[2]),
+        node("r1", Op::Relu, &[3]),
+        node("c2", c(12, 12, (3, 3), 1, (1, 1)), &[4]),
+        node("add1", Op::Add, &[5, 2]),
+        node("r2", Op::Relu, &[6]),
+        node("c3", c(12, 12, (5, 5), 1, (2, 2)), &[7]),
+        node("add2", Op::Add, &[8, 7]),
+        node("c4", c(12, 16, (3, 3), 2, (1, 1)), &[9]),
+        node("r4", Op::Relu, &[10]),
+        node("short", c(12, 16, (1, 1), 2, (0, 0)), &[9]),
+        node("add3", Op::Add, &[11, 12]),
+        node("c5", c(16, 16, (3, 1), 1, (1, 0)), &[13]),
+        node("add4", Op::Add, &[14, 13]),
+        node("r5", Op::Relu, &[15]),
+        node("gap", Op::GlobalAvgPool, &[16]),
+        node(
+            "fc",
+            Op::Linear(Linear {
+                in_features: 16,
+                out_features: 5,
+                bias: true,
+            }),
+            &[17],
+        ),
+    ];
+    let g = Graph {
+        name: "bordered".into(),
+        nodes,
+    };
+    g.shapes().expect("valid test graph");
+    g
+}
+
+/// Zero-bordered residual chains compute what the reference does, in every
+/// exact format, vectorized and portable, under sanitizers (reads past a
+/// border or an unzeroed border would show), and are emitted as planned:
+/// three layers read their input in place (`c1`, `c5`, and `c2` from
+/// `c1`'s hand-off), three copy it from a bordered value (`c3`, `c4`,
+/// `short`), and the pool sums 8x6 planes of 6x6 images.
+#[test]
+fn bordered_residual_chains_match_the_reference() {
+    let tmp = tempfile::tempdir().unwrap();
+    let portable: Vec<&str> = SANITIZE
+        .iter()
+        .copied()
+        .chain(["-DCARDC_PORTABLE"])
+        .collect();
+    for (state, f, flags) in [
+        ("dense", Format::F32, SANITIZE),
+        ("masked", Format::Sparse, SANITIZE),
+        ("binary", Format::Binary, SANITIZE),
+        ("binary", Format::Rice, SANITIZE),
+        ("dense", Format::F32, portable.as_slice()),
+        ("binary", Format::Binary, portable.as_slice()),
+    ] {
+        let card = card_of(model_for(bordered_graph(), state, 51));
+        let ds = random_images(&card, 3, 51);
+        let dir = tmp
+            .path()
+            .join(format!("{state}-{}-{}", f.name(), flags.len()));
+        let (err, agree) = compare(
+            &card,
+            &dir,
+            &opts("host", FormatChoice::Force(f)),
+            &ds,
+            flags,
+        );
+        assert!(err <= 1e-4, "{state} as {}: relative error {err}", f.name());
+        assert_eq!(agree, 1.0);
+        let model_c = std::fs::read_to_string(dir.join("model.c")).unwrap();
+        assert_eq!(model_c.matches(".in_padded = 1").count(), 3, "{state}");
+        assert_eq!(model_c.matches(".in_plane = ").count(), 3, "{state}");
+        assert!(model_c.contains(", 48, 36, 16); /* gap */"), "{state}");
+    }
+}
+
 /// A card quantized to int8 (on coarse grids, |q| ≤ 64) compiles to its
 /// own values: sparse8 and int8 agree with the reference as closely as
 /// f32 does, on every operator and the odd geometries (rows fully masked
@@ -523,13 +630,22 @@ fn residual_net_plan_reaches_the_bound_and_runs() {
     let r: compile::Report =
         serde_json::from_str(&std::fs::read_to_string(tmp.path().join("report.json")).unwrap())
             .unwrap();
-    // A residual block keeps its input live across two convolutions: the
-    // bound is three 16x32x32... tensors (with the fused BN/ReLU) and the
-    // planner reaches it.
+    // A residual block keeps its input live across two convolutions; the
+    // first hands its output to the second in scratch, and the second
+    // writes the block's sum (the Add fused into it). Values are stored
+    // zero-bordered (read in place by the next block's 3x3 convolution).
+    // The peak is the first stride-2 block's shortcut: it reads the
+    // stage-1 value (4 channels of 34x34 floats) and conv2's output (8 of
+    // 18x18) and writes their sum (8 of 18x18). The planner reaches it.
     assert_eq!(r.arena_bytes, r.arena_lower_bound_bytes);
-    let full = 4 * 4 * 32 * 32;
-    assert_eq!(r.arena_lower_bound_bytes, 3 * full);
+    let (stage1, stage2) = (4 * 4 * 34 * 34, 4 * 8 * 18 * 18);
+    assert_eq!(r.arena_lower_bound_bytes, stage1 + 2 * stage2);
     assert!(r.layers.iter().all(|l| l.format == "binary"));
+    // Every block's Add is done by the layer before it, and no stage-1
+    // layer copies its input.
+    let model_c = std::fs::read_to_string(tmp.path().join("model.c")).unwrap();
+    assert_eq!(model_c.matches("cardc_mat_residual(&L").count(), 9);
+    assert!(!model_c.contains("cardc_add("));
 }
 
 #[test]
@@ -654,6 +770,15 @@ fn arm_target_agrees_under_qemu() {
         let dir = tmp.path().join(format!("{state}-{}", f.name()));
         let (err, agree) = compare(&card, &dir, &opts("arm", FormatChoice::Force(f)), &ds, &[]);
         assert!(err <= 1e-4, "{state} as {}: relative error {err}", f.name());
+        assert_eq!(agree, 1.0);
+    }
+    // Zero-bordered residual chains (NEON stride-2 copies, border stores).
+    for (state, f) in [("dense", Format::F32), ("binary", Format::Binary)] {
+        let card = card_of(model_for(bordered_graph(), state, 52));
+        let ds = random_images(&card, 3, 52);
+        let dir = tmp.path().join(format!("bordered-{state}"));
+        let (err, agree) = compare(&card, &dir, &opts("arm", FormatChoice::Force(f)), &ds, &[]);
+        assert!(err <= 1e-4, "bordered {state}: relative error {err}");
         assert_eq!(agree, 1.0);
     }
 }

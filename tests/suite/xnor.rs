@@ -156,10 +156,22 @@ fn xnor_layers_match_the_reference_on_the_host() {
 fn auto_picks_xnor_for_binary_layers_on_sign_inputs() {
     let card = binary_card(sign_graph(), false, 43);
     let tmp = tempfile::tempdir().unwrap();
-    let r = compile::compile(&card, &opts("host", FormatChoice::Auto), tmp.path()).unwrap();
+    let r = compile::compile(&card, &opts("arm", FormatChoice::Auto), tmp.path()).unwrap();
     let f: Vec<&str> = r.layers.iter().map(|l| l.format.as_str()).collect();
     assert_eq!(f[0], "binary");
     assert!(f[1..].iter().all(|&x| x == "xnor"), "{f:?}");
+    // A host without NEON gets the float binary kernels (faster there).
+    let r = compile::compile(&card, &opts("host", FormatChoice::Auto), tmp.path()).unwrap();
+    let want = if cfg!(target_arch = "aarch64") {
+        "xnor"
+    } else {
+        "binary"
+    };
+    assert!(
+        r.layers[1..].iter().all(|l| l.format == want),
+        "{:?}",
+        r.layers
+    );
     // A non-binary card keeps its formats: xnor needs binary weights.
     let dense = card_of(model_for(sign_graph(), "dense", 43));
     let r = compile::compile(&dense, &opts("host", FormatChoice::Auto), tmp.path()).unwrap();

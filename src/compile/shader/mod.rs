@@ -620,7 +620,7 @@ fn binary_for_xnor(program: &mut Program, format: FormatChoice) -> anyhow::Resul
 /// Lowers, packs and plans `card` and lays it out for shader target
 /// `target` (nothing written).
 pub fn plan_card(card: &Card, opts: &Options, target: &Target) -> anyhow::Result<Emitted> {
-    let (mut program, _, _) = super::lower_with_formats(card, opts.format, opts.max_flash)?;
+    let (mut program, _, _) = super::lower_with_formats(card, opts.format, opts.max_flash, true)?;
     binary_for_xnor(&mut program, opts.format)?;
     let (defs, reads) = program.defs_and_reads();
     let sizes: Vec<usize> = program.values.iter().map(|&n| 4 * n).collect();
