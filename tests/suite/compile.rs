@@ -41,6 +41,29 @@ pub fn conv(ic: usize, oc: usize, k: usize, s: usize, p: usize, bias: bool) -> O
     })
 }
 
+/// A biased convolution with a rectangular kernel and padding.
+pub fn conv_rect(ic: usize, oc: usize, k: (usize, usize), s: usize, p: (usize, usize)) -> Op {
+    Op::Conv2d(Conv2d {
+        in_channels: ic,
+        out_channels: oc,
+        kernel: k,
+        stride: (s, s),
+        padding: p,
+        groups: 1,
+        bias: true,
+    })
+}
+
+/// The graph `name` of `nodes`, its shapes checked.
+pub fn graph_of(name: &str, nodes: Vec<Node>) -> Graph {
+    let g = Graph {
+        name: name.into(),
+        nodes,
+    };
+    g.shapes().expect("valid test graph");
+    g
+}
+
 pub fn bn(c: usize, affine: bool) -> Op {
     Op::BatchNorm(BatchNorm {
         channels: c,
@@ -115,12 +138,7 @@ pub fn every_op_graph() -> Graph {
             &[16],
         ),
     ];
-    let g = Graph {
-        name: "every-op".into(),
-        nodes,
-    };
-    g.shapes().expect("valid test graph");
-    g
+    graph_of("every-op", nodes)
 }
 
 /// A model with random BN statistics and weights in `state`: "dense",
@@ -359,17 +377,7 @@ fn portable_kernels_match_the_reference() {
 /// 1x3-padded kernels, stride 3; rows fully masked or fully kept; outputs
 /// handed off into the next layer's padded input.
 pub fn odd_graph() -> Graph {
-    let c = |ic, oc, k: (usize, usize), s, p: (usize, usize)| {
-        Op::Conv2d(Conv2d {
-            in_channels: ic,
-            out_channels: oc,
-            kernel: k,
-            stride: (s, s),
-            padding: p,
-            groups: 1,
-            bias: true,
-        })
-    };
+    let c = conv_rect;
     let nodes = vec![
         node(
             "input",
@@ -397,12 +405,7 @@ pub fn odd_graph() -> Graph {
             &[7],
         ),
     ];
-    let g = Graph {
-        name: "odd".into(),
-        nodes,
-    };
-    g.shapes().expect("valid test graph");
-    g
+    graph_of("odd", nodes)
 }
 
 #[test]
@@ -441,17 +444,7 @@ fn odd_shapes_match_the_reference_in_every_exact_format() {
 /// by a (3, 1) kernel padded (1, 0) (borders above and below only) and
 /// averaged by the global pool.
 pub fn bordered_graph() -> Graph {
-    let c = |ic, oc, k: (usize, usize), s, p: (usize, usize)| {
-        Op::Conv2d(Conv2d {
-            in_channels: ic,
-            out_channels: oc,
-            kernel: k,
-            stride: (s, s),
-            padding: p,
-            groups: 1,
-            bias: true,
-        })
-    };
+    let c = conv_rect;
     let nodes = vec![
         node(
             "input",
@@ -489,12 +482,7 @@ pub fn bordered_graph() -> Graph {
             &[17],
         ),
     ];
-    let g = Graph {
-        name: "bordered".into(),
-        nodes,
-    };
-    g.shapes().expect("valid test graph");
-    g
+    graph_of("bordered", nodes)
 }
 
 /// Zero-bordered residual chains compute what the reference does, in every

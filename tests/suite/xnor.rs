@@ -6,7 +6,9 @@
 //! reference forward: on the host under sanitizers, in portable C, and on
 //! arm under QEMU (the NEON kernel).
 
-use crate::compile::{SANITIZE, bn, card_of, compare, conv, model_for, node, opts, random_images};
+use crate::compile::{
+    SANITIZE, bn, card_of, compare, conv, graph_of, model_for, node, opts, random_images,
+};
 use cardc::card::Card;
 use cardc::compile::{self, Format, FormatChoice};
 use cardc::ir::{Conv2d, Graph, Linear, Op};
@@ -68,12 +70,7 @@ fn sign_graph() -> Graph {
         node("s7", Op::Sign, &[18]),
         node("classifier", fc(20, 5), &[19]),
     ];
-    let g = Graph {
-        name: "sign-net".into(),
-        nodes,
-    };
-    g.shapes().expect("valid test graph");
-    g
+    graph_of("sign-net", nodes)
 }
 
 /// The built-in `resnet20-bnn` at half width (8, 16 and 32 channels).
@@ -251,12 +248,7 @@ fn bits_graph() -> Graph {
             &[11],
         ),
     ];
-    let g = Graph {
-        name: "bits-net".into(),
-        nodes,
-    };
-    g.shapes().expect("valid test graph");
-    g
+    graph_of("bits-net", nodes)
 }
 
 #[test]
