@@ -21,6 +21,7 @@ pub mod interrupt;
 pub mod ir;
 pub mod model;
 pub mod onnx;
+pub mod rice;
 pub mod rng;
 pub mod robust;
 pub mod tensor;

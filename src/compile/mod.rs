@@ -16,7 +16,9 @@ pub mod layout;
 pub mod lower;
 pub mod pack;
 pub mod plan;
-pub mod rice;
+/// Rice coding of binary layers lives beside the card, which stores
+/// sparse binary tensors with it too.
+pub use crate::rice;
 pub mod shader;
 pub mod target;
 pub mod tract_bench;

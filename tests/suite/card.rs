@@ -231,6 +231,104 @@ fn masked_and_binary_storage_is_much_smaller_than_dense() {
     assert!(d > 4.0 * 260_000.0, "dense stores f32 weights: {d}");
 }
 
+/// A 90 %-sparse binary tensor is stored as Rice codes (gaps between kept
+/// weights and their signs): within 12 % of the information bound
+/// `log2 C(n, k) + k` bits, about half of a mask bit per weight plus the
+/// sign bits; it loads to the same weights and saves to the same bytes. A
+/// half-kept one stays as mask and sign bits, which are smaller there.
+#[test]
+fn sparse_binary_tensors_are_stored_as_rice_codes() {
+    let mut m = model("resnet20", 1);
+    binarize_all(&mut m, 0.1, 17);
+    let card = card_of(m);
+    let stored = StoredModel::from_model(&card.model);
+    let (mut bits, mut bound, mut layers, mut weights) = (0.0, 0.0, 0.0, 0.0);
+    for (i, k) in card.model.prunable() {
+        let t = &card.model.params[i][k];
+        let st = &stored.params[i][k].data;
+        assert!(
+            matches!(st, StoredTensor::BinaryRice { .. }),
+            "layer {i}: {}",
+            st.format()
+        );
+        let n = t.data.len() as u64;
+        let kept = t.mask().unwrap().iter().filter(|&&b| b).count() as u64;
+        bound += cardc::rice::information_bound_bits(n, kept);
+        bits += st.stored_bits(n as usize) as f64;
+        layers += 1.0;
+        weights += n as f64;
+    }
+    // Per tensor also the parameter, α and the last word's spare bits.
+    assert!(
+        bits <= 1.12 * bound + 72.0 * layers,
+        "{bits} bits, bound {bound}"
+    );
+    // About 0.6 bits per weight (mask bit + sign bit of a kept one: 1.1).
+    assert!(bits / weights < 0.66, "{} bits per weight", bits / weights);
+    let dir = tmp();
+    let p = saved(dir.path(), "rice.card", &card);
+    let back = Card::load(&p).expect("load");
+    assert_same(&card, &back);
+    let p2 = saved(dir.path(), "again.card", &back);
+    assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(&p2).unwrap());
+
+    let mut m = model("resnet20", 1);
+    binarize_all(&mut m, 0.5, 18);
+    let stored = StoredModel::from_model(&m);
+    for (i, k) in m.prunable() {
+        assert_eq!(stored.params[i][k].data.format(), "binary", "layer {i}");
+    }
+}
+
+/// A Rice stream that is cut short or is not the one the encoder writes
+/// for its pattern (another parameter, a spare word) is refused with a
+/// message. (A flipped sign bit is another valid tensor, as in the plain
+/// binary encoding: the card's checksum is what catches that.)
+#[test]
+fn damaged_rice_streams_are_refused() {
+    let mut m = model("conv4", 3);
+    binarize_all(&mut m, 0.08, 19);
+    let stored = StoredModel::from_model(&m);
+    let (i, k) = m.prunable()[1];
+    let n = m.params[i][k].data.len();
+    let oc = m.params[i][k].shape[0];
+    let StoredTensor::BinaryRice {
+        k: rk,
+        words,
+        alpha,
+    } = stored.params[i][k].data.clone()
+    else {
+        panic!("not stored as Rice codes");
+    };
+    assert!(
+        StoredTensor::BinaryRice {
+            k: rk,
+            words: words.clone(),
+            alpha
+        }
+        .decode(n, oc)
+        .is_ok()
+    );
+    let mut short = words.clone();
+    short.truncate(words.len() / 2);
+    let mut spare = words.clone();
+    spare.push(0);
+    for (what, k2, w) in [
+        ("cut short", rk, short),
+        ("spare word", rk, spare),
+        ("other parameter", rk + 1, words.clone()),
+    ] {
+        let e = StoredTensor::BinaryRice {
+            k: k2,
+            words: w,
+            alpha,
+        }
+        .decode(n, oc)
+        .expect_err(what);
+        assert!(e.contains("Rice-coded"), "{what}: {e}");
+    }
+}
+
 // ---------------------------------------------------------------- refusals
 
 #[test]

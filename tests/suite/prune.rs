@@ -190,7 +190,7 @@ fn methods_from_scratch_hit_the_target_and_learn() {
                 assert!(eff.contains(&alpha) && eff.contains(&-alpha));
                 assert!(matches!(
                     stored.params[i][k].data,
-                    StoredTensor::Binary { .. }
+                    StoredTensor::Binary { .. } | StoredTensor::BinaryRice { .. }
                 ));
             }
         } else {

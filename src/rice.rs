@@ -1,5 +1,7 @@
-//! Rice coding of binary layers (`--format rice`): the smallest weight
-//! format, for flash-bound targets.
+//! Rice coding of sparse binary weights: the smallest weight format of
+//! `cardc compile` (`--format rice`, for flash-bound targets), and how a
+//! card stores a binary tensor when that is smaller than a mask bit per
+//! weight ([`crate::card::stored::StoredTensor::BinaryRice`]).
 //!
 //! A sparse binary layer is fully described by which weights are kept and
 //! their signs (the magnitude is the row's multiplier). Where the kept
@@ -141,9 +143,17 @@ impl BitReader<'_> {
     }
 }
 
+/// Per row, its kept weights as `(index, negative)` in increasing index.
+pub type KeptRows = Vec<Vec<(usize, bool)>>;
+
 /// The kept weights of each of `rows` rows of `cols`: `(patch index,
 /// negative)` in increasing index. `None` if the stream is malformed.
-pub fn decode(s: &RiceStream, rows: usize, cols: usize) -> Option<Vec<Vec<(usize, bool)>>> {
+pub fn decode(s: &RiceStream, rows: usize, cols: usize) -> Option<KeptRows> {
+    decode_counting(s, rows, cols).map(|(rows, _)| rows)
+}
+
+/// [`decode`], also returning how many bits of the stream it read.
+pub fn decode_counting(s: &RiceStream, rows: usize, cols: usize) -> Option<(KeptRows, u64)> {
     let mut r = BitReader {
         words: &s.words,
         at: 0,
@@ -165,7 +175,7 @@ pub fn decode(s: &RiceStream, rows: usize, cols: usize) -> Option<Vec<Vec<(usize
         }
         out.push(row);
     }
-    Some(out)
+    Some((out, r.at))
 }
 
 /// `log2 C(n, k) + k`: bits that any code needs, on average over all
