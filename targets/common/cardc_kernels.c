@@ -317,30 +317,9 @@ static CARDC_INLINE void store_vec(float *y, v8 v, int32_t lanes) {
     memcpy(y, &v, sizeof(float) * (size_t)lanes);
 }
 
-/* y[dst[v]] = act(acc[v] * m + b) for the n vectors of a tile, then the
- * tile's border runs (tile_setup) as zeros; the activation is branched on
- * once per tile, not per vector (ReLU and none are the common cases). */
-static CARDC_INLINE void store_tile(float *y, const float *res, const int32_t *dst,
-                                    const int32_t *lanes, const v8 *acc, int32_t n, float m,
-                                    float b, int32_t act, const int32_t *runs, int32_t nruns,
-                                    int32_t pw) {
-  int32_t v, r, i;
-  if (res) /* a fused residual Add: res has the output's layout */
-    for (v = 0; v < n; v++) {
-      const v8 rv = lanes[v] == 8 ? v8_load(res + dst[v]) : v8_load_part(res + dst[v], lanes[v]);
-      if (act == CARDC_ACT_RELU)
-        store_vec(y + dst[v], v8_epilogue_res(acc[v], m, b, rv, CARDC_ACT_RELU), lanes[v]);
-      else
-        store_vec(y + dst[v], v8_epilogue_res(acc[v], m, b, rv, act), lanes[v]);
-    }
-  else if (act == CARDC_ACT_RELU)
-    for (v = 0; v < n; v++)
-      store_vec(y + dst[v], v8_epilogue(acc[v], m, b, CARDC_ACT_RELU), lanes[v]);
-  else if (act == CARDC_ACT_NONE)
-    for (v = 0; v < n; v++)
-      store_vec(y + dst[v], v8_epilogue(acc[v], m, b, CARDC_ACT_NONE), lanes[v]);
-  else
-    for (v = 0; v < n; v++) store_vec(y + dst[v], v8_epilogue(acc[v], m, b, act), lanes[v]);
+/* The tile's border runs (tile_setup) as zeros. */
+static CARDC_INLINE void store_runs(float *y, const int32_t *runs, int32_t nruns, int32_t pw) {
+  int32_t r, i;
   if (pw == 1) /* scattered single stores (GCC makes the loop below a memset call) */
     for (r = 0; r < nruns; r++) y[runs[r]] = 0.0f;
   else
@@ -348,8 +327,54 @@ static CARDC_INLINE void store_tile(float *y, const float *res, const int32_t *d
       for (i = 0; i < pw; i++) y[runs[r] + i] = 0.0f;
 }
 
-/* Dense kernel for weight type WT read through LOADW. */
-#define CARDC_DENSE(NAME, WT, LOADW)                                                      \
+/* The residual (laid out like the output) under vector v. */
+static CARDC_INLINE v8 residual_vec(const float *res, const int32_t *dst, const int32_t *lanes,
+                                    int32_t v) {
+  return lanes[v] == 8 ? v8_load(res + dst[v]) : v8_load_part(res + dst[v], lanes[v]);
+}
+
+/* store_tile for any activation, out of line: one copy for all kernels. */
+static CARDC_NOINLINE void store_tile_any(float *y, const float *res, const int32_t *dst,
+                                          const int32_t *lanes, const v8 *acc, int32_t n,
+                                          float m, float b, int32_t act, const int32_t *runs,
+                                          int32_t nruns, int32_t pw) {
+  int32_t v;
+  for (v = 0; v < n; v++)
+    store_vec(y + dst[v],
+              res ? v8_epilogue_res(acc[v], m, b, residual_vec(res, dst, lanes, v), act)
+                  : v8_epilogue(acc[v], m, b, act),
+              lanes[v]);
+  store_runs(y, runs, nruns, pw);
+}
+
+/* y[dst[v]] = act(acc[v] * m + b), or with a fused residual Add (res,
+ * laid out like the output) act((acc[v] * m + b) + res[dst[v]]), for the
+ * n vectors of a tile, then the tile's border runs. ReLU, the common
+ * case, is inlined into each kernel with the accumulators in registers;
+ * other activations go through one out-of-line copy (inlining every case
+ * into every kernel doubled the kernels' compile time). */
+static CARDC_INLINE void store_tile(float *y, const float *res, const int32_t *dst,
+                                    const int32_t *lanes, const v8 *acc, int32_t n, float m,
+                                    float b, int32_t act, const int32_t *runs, int32_t nruns,
+                                    int32_t pw) {
+  int32_t v;
+  if (act != CARDC_ACT_RELU) {
+    store_tile_any(y, res, dst, lanes, acc, n, m, b, act, runs, nruns, pw);
+    return;
+  }
+  if (res)
+    for (v = 0; v < n; v++)
+      store_vec(y + dst[v],
+                v8_epilogue_res(acc[v], m, b, residual_vec(res, dst, lanes, v), CARDC_ACT_RELU),
+                lanes[v]);
+  else
+    for (v = 0; v < n; v++)
+      store_vec(y + dst[v], v8_epilogue(acc[v], m, b, CARDC_ACT_RELU), lanes[v]);
+  store_runs(y, runs, nruns, pw);
+}
+
+/* Dense kernel for weight type WT read through LOADW, storing through STORE. */
+#define CARDC_DENSE(NAME, WT, LOADW, STORE)                                               \
   static void NAME(const cardc_layer *L, const WT *W, const float *s, const float *res,    \
                    float *out) {                                                           \
     int32_t cols = L->ic * L->kh * L->kw, nvx = (L->ow + 7) / 8, nvec = L->oh * nvx;      \
@@ -377,8 +402,8 @@ static CARDC_INLINE void store_tile(float *y, const float *res, const int32_t *d
           float m;                                                                         \
           if (o >= L->oc) break;                                                           \
           m = L->mult ? L->mult[o] : 1.0f;                                                 \
-          store_tile(out + (size_t)o * plane, res ? res + (size_t)o * plane : 0, dst,      \
-                     lanes, acc[j], DENSE_V, m, L->bias[o], L->act, runs, nruns, L->out_pw); \
+          STORE(out + (size_t)o * plane, res ? res + (size_t)o * plane : 0, dst, lanes,    \
+                acc[j], DENSE_V, m, L->bias[o], L->act, runs, nruns, L->out_pw);           \
         }                                                                                  \
       }                                                                                    \
     }                                                                                      \
@@ -387,9 +412,11 @@ static CARDC_INLINE void store_tile(float *y, const float *res, const int32_t *d
 #define LOAD_F32(x) (x)
 #define LOAD_F16(x) cardc_half_to_float(x)
 #define LOAD_I8(x) ((float)(x))
-CARDC_DENSE(dense_f32, float, LOAD_F32)
-CARDC_DENSE(dense_f16, uint16_t, LOAD_F16)
-CARDC_DENSE(dense_i8, int8_t, LOAD_I8)
+/* f32 inlines its ReLU stores; f16 and int8 (flash-bound targets) call
+ * the out-of-line copy, which keeps the kernels' compile time down. */
+CARDC_DENSE(dense_f32, float, LOAD_F32, store_tile)
+CARDC_DENSE(dense_f16, uint16_t, LOAD_F16, store_tile_any)
+CARDC_DENSE(dense_i8, int8_t, LOAD_I8, store_tile_any)
 
 /* Sparse: per output channel, its nonzero values times the inputs at
  * their offsets, for SPARSE_V pixel vectors at once. NNZ is the per-channel
