@@ -14,7 +14,7 @@
 //! # Stream
 //! Bits are written least significant first into 32-bit words. For each
 //! output channel in order, for each kept weight in increasing patch index
-//! `p` (patch order `[kh][kw][ic]`, as [`super::pack`]): the gap
+//! `p` (patch order `[kh][kw][ic]`, as [`crate::compile::pack`]): the gap
 //! `g = p − prev − 1` (`prev` = the previous kept index, −1 at the row
 //! start) as a Rice code with parameter `k` — `g >> k` one bits, a zero
 //! bit, then the low `k` bits of `g` — and then the sign bit (1 = −1). A
@@ -143,17 +143,9 @@ impl BitReader<'_> {
     }
 }
 
-/// Per row, its kept weights as `(index, negative)` in increasing index.
-pub type KeptRows = Vec<Vec<(usize, bool)>>;
-
 /// The kept weights of each of `rows` rows of `cols`: `(patch index,
 /// negative)` in increasing index. `None` if the stream is malformed.
-pub fn decode(s: &RiceStream, rows: usize, cols: usize) -> Option<KeptRows> {
-    decode_counting(s, rows, cols).map(|(rows, _)| rows)
-}
-
-/// [`decode`], also returning how many bits of the stream it read.
-pub fn decode_counting(s: &RiceStream, rows: usize, cols: usize) -> Option<(KeptRows, u64)> {
+pub fn decode(s: &RiceStream, rows: usize, cols: usize) -> Option<Vec<Vec<(usize, bool)>>> {
     let mut r = BitReader {
         words: &s.words,
         at: 0,
@@ -175,7 +167,7 @@ pub fn decode_counting(s: &RiceStream, rows: usize, cols: usize) -> Option<(Kept
         }
         out.push(row);
     }
-    Some((out, r.at))
+    Some(out)
 }
 
 /// `log2 C(n, k) + k`: bits that any code needs, on average over all

@@ -208,6 +208,17 @@ static void copy_stride2(float *row, const float *src, int32_t n) {
   for (; j < n; j++) row[j] = src[2 * (size_t)j];
 }
 
+/* row[j] = src[j * sw] for j < n: a column phase of an input row. */
+static void copy_strided(float *row, const float *src, int32_t n, int32_t sw) {
+  int32_t j;
+  if (sw == 1)
+    for (j = 0; j < n; j++) row[j] = src[j];
+  else if (sw == 2)
+    copy_stride2(row, src, n);
+  else
+    for (j = 0; j < n; j++) row[j] = src[(size_t)j * (size_t)sw];
+}
+
 /* Copies [ic][ih][iw] into the padded, phase-split scratch layout, writing
  * every scratch float once: per channel and phase, zeros up to the first
  * image row's first valid column, then per image row its valid columns and
@@ -217,7 +228,7 @@ static void copy_stride2(float *row, const float *src, int32_t n) {
  * geometry is read into locals, since stores through float pointers would
  * otherwise force reloads of L's fields. */
 static void CARDC_NO_MEMSET pad_input(const cardc_layer *L, const float *in, float *s) {
-  int32_t ci, q, y, j;
+  int32_t ci, q, y;
   const int32_t ic = L->ic, ih = L->ih, iw = L->iw, ph = L->ph, pw = L->pw;
   const int32_t sw = L->sw, hp = L->hp, wq = L->wq;
   const size_t src_plane = L->in_plane ? (size_t)L->in_plane : (size_t)ih * (size_t)iw;
@@ -235,11 +246,8 @@ static void CARDC_NO_MEMSET pad_input(const cardc_layer *L, const float *in, flo
     for (ci = 0; ci < ic; ci++)
       for (y = 0; y < oh; y++) {
         float *row = s + (size_t)ci * (size_t)sw * psize + (size_t)(y * sh) * (size_t)wq;
-        const float *src = in + (size_t)ci * src_plane + src_base + (size_t)(y * sh) * src_row;
-        if (sw == 2)
-          copy_stride2(row, src, ow);
-        else
-          for (j = 0; j < ow; j++) row[j] = src[(size_t)j * (size_t)sw];
+        copy_strided(row, in + (size_t)ci * src_plane + src_base + (size_t)(y * sh) * src_row,
+                     ow, sw);
       }
     return;
   }
@@ -262,12 +270,7 @@ static void CARDC_NO_MEMSET pad_input(const cardc_layer *L, const float *in, flo
         float *row = plane + (size_t)y * (size_t)wq;
         const float *src = chan + (size_t)(y - ph) * src_row + (size_t)(j0 * sw + q - pw);
         const size_t end = y + 1 < y1 ? (size_t)(y + 1) * (size_t)wq + (size_t)j0 : psize;
-        if (sw == 1)
-          for (j = 0; j < n; j++) row[j0 + j] = src[j];
-        else if (sw == 2)
-          copy_stride2(row + j0, src, n);
-        else
-          for (j = 0; j < n; j++) row[j0 + j] = src[(size_t)j * (size_t)sw];
+        copy_strided(row + j0, src, n, sw);
         zero_floats(row + j1, end - ((size_t)y * (size_t)wq + (size_t)j1));
       }
     }
