@@ -3,6 +3,7 @@
 
 use super::Report;
 use super::emit_c;
+use super::object_cache;
 use super::target::{self, Target};
 use crate::card::Card;
 use crate::data::Dataset;
@@ -47,7 +48,20 @@ fn missing_tools_error(t: &Target, missing: &[String]) -> anyhow::Error {
 
 /// Builds `dir/model` unless it exists and was built with the same
 /// command. `extra_cflags` (e.g. sanitizers) join the target's flags.
+/// The kernels are compiled through the object cache named in
+/// [`object_cache::ENV`] when it is set.
 pub fn build(dir: &Path, extra_cflags: &[String]) -> anyhow::Result<PathBuf> {
+    build_with(dir, extra_cflags, object_cache::dir_from_env().as_deref())
+}
+
+/// [`build`], with the model-independent sources compiled once into
+/// `cache` and linked from there (see [`object_cache`]); `None` compiles
+/// every source in one command, as the artifact's Makefile does.
+pub fn build_with(
+    dir: &Path,
+    extra_cflags: &[String],
+    cache: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
     let (report, t) = open(dir)?;
     if t.is_shader() {
         bail!(
@@ -56,14 +70,22 @@ pub fn build(dir: &Path, extra_cflags: &[String]) -> anyhow::Result<PathBuf> {
             t.name
         );
     }
-    let cmd = emit_c::build_command(&t, &report.sources, extra_cflags);
+    // A built artifact runs where its compiler is missing: look for the
+    // compiler only when something must be compiled.
+    let have_cc = target::have_tool(&t.cc);
+    let mut sources = emit_c::all_sources(&t, &report.sources);
+    if let (Some(cache), true) = (cache, have_cc) {
+        let cflags: Vec<String> = t.cflags.iter().chain(extra_cflags).cloned().collect();
+        sources = object_cache::substitute(cache, dir, &t.cc, &cflags, &sources)?;
+    }
+    let cmd = emit_c::build_command(&t, &sources, extra_cflags);
     let stamp = dir.join(BUILD_STAMP);
     let bin = dir.join("model");
     let line = cmd.join(" ");
     if bin.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == line) {
         return Ok(bin);
     }
-    if !target::have_tool(&t.cc) {
+    if !have_cc {
         return Err(missing_tools_error(&t, std::slice::from_ref(&t.cc)));
     }
     let out = Command::new(&cmd[0])

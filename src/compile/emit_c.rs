@@ -622,15 +622,15 @@ pub fn all_sources(target: &Target, extra: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The build command of the artifact `model` for `target` from the common
-/// sources plus `extra`, with extra flags.
-pub fn build_command(target: &Target, extra: &[String], extra_cflags: &[String]) -> Vec<String> {
+/// The build command of the artifact `model` for `target` from `inputs`
+/// (its [`all_sources`], or objects in their place), with extra flags.
+pub fn build_command(target: &Target, inputs: &[String], extra_cflags: &[String]) -> Vec<String> {
     let mut v = vec![target.cc.clone()];
     v.extend(target.cflags.iter().cloned());
     v.extend(extra_cflags.iter().cloned());
     v.push("-o".into());
     v.push("model".into());
-    v.extend(all_sources(target, extra));
+    v.extend(inputs.iter().cloned());
     v.extend(target.ldflags.iter().cloned());
     v
 }

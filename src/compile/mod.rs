@@ -14,6 +14,7 @@ pub mod emit_c;
 pub mod gate;
 pub mod layout;
 pub mod lower;
+pub mod object_cache;
 pub mod pack;
 pub mod plan;
 /// Rice coding of binary layers lives beside the card, which stores

@@ -2,14 +2,26 @@
 //! read its JSON, and check its one-line errors.
 
 use cardc::ir::{BatchNorm, Conv2d, Linear, Node, Op, Pool};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Runs the `cardc` binary built for this test run.
+/// Runs the `cardc` binary built for this test run, its artifact builds
+/// sharing the suite's [`object_cache`].
 pub fn cardc(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cardc"))
         .args(args)
+        .env(cardc::compile::object_cache::ENV, object_cache())
         .output()
         .expect("runs cardc")
+}
+
+/// The suite's cache of compiled kernel objects
+/// (`cardc::compile::object_cache`): each test artifact compiles only its
+/// own model, the kernels once per compiler and flag set. It lives in
+/// Cargo's scratch directory for integration tests, so later runs reuse
+/// what still matches.
+pub fn object_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("objects")
 }
 
 /// The command's standard error as text.

@@ -4,6 +4,7 @@
 //! bound on a residual net; budgets; the arm target under QEMU; and the
 //! `compile`/`run` commands through the real binary.
 
+use crate::common::object_cache;
 use cardc::card::Card;
 use cardc::compile::{self, Format, FormatChoice, artifact};
 use cardc::data::{Dataset, Normalization};
@@ -262,7 +263,7 @@ pub fn compare(
     let report = compile::compile(card, o, dir).unwrap();
     assert!(report.arena_bytes >= report.arena_lower_bound_bytes);
     let flags: Vec<String> = cflags.iter().map(|s| s.to_string()).collect();
-    artifact::build(dir, &flags).unwrap();
+    artifact::build_with(dir, &flags, Some(&object_cache())).unwrap();
     let logits = artifact::execute(dir, &ds.images).unwrap().logits;
     let reference = artifact::reference_logits(card, ds).unwrap();
     assert_eq!(logits.len(), reference.len());
@@ -636,12 +637,77 @@ fn residual_net_plan_reaches_the_bound_and_runs() {
     assert!(!model_c.contains("cardc_add("));
 }
 
+/// Artifacts built through an object cache compile the kernels once per
+/// compiler, flag set and kernel text, link them from there, and compute
+/// exactly what the one-command build (the Makefile's) computes.
+#[test]
+fn object_cache_compiles_the_kernels_once_per_flag_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let objects = || {
+        let mut v: Vec<String> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".o"))
+            .collect();
+        v.sort();
+        v
+    };
+    let stamp = |d: &Path| std::fs::read_to_string(d.join(artifact::BUILD_STAMP)).unwrap();
+    let mut cached_dirs = vec![];
+    for (state, seed) in [("dense", 1), ("masked", 2)] {
+        let card = card_of(model_for(every_op_graph(), state, seed));
+        let ds = random_images(&card, 3, seed);
+        let plain = tmp.path().join(format!("{state}-plain"));
+        let cached = tmp.path().join(format!("{state}-cached"));
+        for d in [&plain, &cached] {
+            compile::compile(&card, &opts("host", FormatChoice::Auto), d).unwrap();
+        }
+        artifact::build_with(&plain, &[], None).unwrap();
+        artifact::build_with(&cached, &[], Some(&cache)).unwrap();
+        assert!(stamp(&plain).contains(" cardc_kernels.c"));
+        assert!(
+            !stamp(&cached).contains(" cardc_kernels.c"),
+            "{}",
+            stamp(&cached)
+        );
+        assert!(stamp(&cached).contains(&format!("{}/cardc_kernels-", cache.display())));
+        let a = artifact::execute(&plain, &ds.images).unwrap().logits;
+        let b = artifact::execute(&cached, &ds.images).unwrap().logits;
+        assert_eq!(a.len(), 3 * card.model.graph.classes());
+        assert_eq!(
+            a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{state}"
+        );
+        cached_dirs.push(cached);
+    }
+    // Two models, one flag set: one object.
+    assert_eq!(objects().len(), 1, "{:?}", objects());
+    // Another flag set, then other kernel text: one more object each.
+    let portable = vec!["-DCARDC_PORTABLE".to_string()];
+    artifact::build_with(&cached_dirs[0], &portable, Some(&cache)).unwrap();
+    assert_eq!(objects().len(), 2, "{:?}", objects());
+    let kernels = cached_dirs[1].join("cardc_kernels.c");
+    let mut text = std::fs::read_to_string(&kernels).unwrap();
+    text.push_str("\n/* edited */\n");
+    std::fs::write(&kernels, text).unwrap();
+    artifact::build_with(&cached_dirs[1], &[], Some(&cache)).unwrap();
+    assert_eq!(objects().len(), 3, "{:?}", objects());
+    // A kernel source that does not compile names the file and the command.
+    std::fs::write(&kernels, "this is not C").unwrap();
+    let e = artifact::build_with(&cached_dirs[1], &[], Some(&cache)).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("compiling cardc_kernels.c of"), "{msg}");
+    assert_eq!(objects().len(), 3, "{:?}", objects());
+}
+
 #[test]
 fn harness_rejects_wrong_sized_input() {
     let tmp = tempfile::tempdir().unwrap();
     let card = card_of(model_for(every_op_graph(), "dense", 4));
     compile::compile(&card, &opts("host", FormatChoice::Auto), tmp.path()).unwrap();
-    artifact::build(tmp.path(), &[]).unwrap();
+    artifact::build_with(tmp.path(), &[], Some(&object_cache())).unwrap();
     let bad = tmp.path().join("bad.bin");
     std::fs::write(&bad, vec![0u8; 3 * 9 * 9 + 1]).unwrap();
     let o = Command::new(tmp.path().join("model"))
