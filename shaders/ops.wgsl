@@ -267,6 +267,16 @@ fn sgd(@builtin(global_invocation_id) gid: vec3<u32>) {
     out0[i] = w - U.f0 * d;
 }
 
+// Adds a training step's [mean loss, correct] (in0) to the running totals
+// (out0): [sum of loss x images, correct, images], which the host reads
+// back every few steps instead of after each one. U.n = images.
+@compute @workgroup_size(1)
+fn stats_accumulate() {
+    out0[0] += in0[0] * f32(U.n);
+    out0[1] += in0[1];
+    out0[2] += f32(U.n);
+}
+
 // Sums the k split-K partial weight gradients (in0, k slabs of n) into the
 // flat gradient at `off`, times the mask (straight-through estimator).
 @compute @workgroup_size(256)

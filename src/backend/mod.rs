@@ -4,17 +4,23 @@
 pub mod cpu;
 pub mod gpu;
 
+use crate::data::RawBatch;
 use crate::model::Model;
 use crate::tensor::Tensor;
 use crate::train::optim::Sgd;
 
-/// What one training step reports.
+/// What training steps report: the statistics of `images` images, the
+/// step's own batch or, from a backend that reads them back every few
+/// steps, those of every step since its last report (`images` 0: nothing
+/// to report yet).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StepStats {
-    /// Mean cross-entropy over the batch.
+    /// Mean cross-entropy over the images.
     pub loss: f32,
-    /// Correct top-1 predictions in the batch.
+    /// Correct top-1 predictions among them.
     pub correct: usize,
+    /// Images the statistics cover.
+    pub images: usize,
 }
 
 /// The training objective of a batch, defined once here; each backend
@@ -39,20 +45,40 @@ impl Loss {
     }
 }
 
-/// One training batch: normalized images `[V·B, C, H, W]`, B labels, and
-/// the objective (V = `loss.views()`).
+/// A batch's images.
+#[derive(Clone, Copy)]
+pub enum Images<'a> {
+    /// Normalized on the host: `[V·B, C, H, W]` f32.
+    Normalized(&'a Tensor),
+    /// Bytes that the backend crops, flips and normalizes itself (the wgpu
+    /// backend on the device; the CPU backend through
+    /// [`RawBatch::to_tensor`], the reference). One view.
+    Raw(&'a RawBatch),
+}
+
+/// One training batch: its images (V views of B, V = `loss.views()`), B
+/// labels, and the objective.
 #[derive(Clone, Copy)]
 pub struct Batch<'a> {
-    pub images: &'a Tensor,
+    pub images: Images<'a>,
     pub labels: &'a [u32],
     pub loss: Loss,
 }
 
 impl<'a> Batch<'a> {
-    /// A cross-entropy batch.
+    /// A cross-entropy batch of normalized images.
     pub fn new(images: &'a Tensor, labels: &'a [u32]) -> Self {
         Batch {
-            images,
+            images: Images::Normalized(images),
+            labels,
+            loss: Loss::CrossEntropy,
+        }
+    }
+
+    /// A cross-entropy batch of images the backend augments and normalizes.
+    pub fn raw(images: &'a RawBatch, labels: &'a [u32]) -> Self {
+        Batch {
+            images: Images::Raw(images),
             labels,
             loss: Loss::CrossEntropy,
         }
@@ -94,6 +120,12 @@ pub trait Backend {
         let g = self.gradients(model, batch)?;
         sgd.step(model, &g.grads, lr);
         Ok(g.stats)
+    }
+    /// The statistics of the training steps not reported yet (a backend
+    /// that reads them back every few steps; the CPU backend reports each
+    /// step's own). Call at the end of an epoch or phase.
+    fn flush_stats(&mut self) -> anyhow::Result<StepStats> {
+        Ok(StepStats::default())
     }
     /// Brings `model` and `sgd` up to date with the backend. A GPU backend
     /// keeps weights, momentum and BatchNorm running statistics on the
@@ -137,6 +169,7 @@ impl Backend for CpuBackend {
             stats: StepStats {
                 loss: out.loss,
                 correct,
+                images: batch.labels.len(),
             },
             grads: out.grads,
         })

@@ -148,30 +148,57 @@ fn flip_crop(
     rng: &mut Rng,
     out: &mut [u8],
 ) {
-    let span = 2 * pad + 1;
-    let pos = rng.below(span * span);
-    let dy = (pos / span) as isize - pad as isize;
-    let dx = (pos % span) as isize - pad as isize;
-    let flip = rng.next_u64() >> 63 == 1;
-    for ch in 0..c {
-        let src = &image[ch * h * w..(ch + 1) * h * w];
-        let dst = &mut out[ch * h * w..(ch + 1) * h * w];
-        for y in 0..h {
-            let sy = y as isize + dy;
-            let row = &mut dst[y * w..(y + 1) * w];
-            if sy < 0 || sy >= h as isize {
-                row.fill(0);
-                continue;
-            }
-            let srow = &src[sy as usize * w..(sy as usize + 1) * w];
-            for (x, d) in row.iter_mut().enumerate() {
-                let ox = if flip { w - 1 - x } else { x };
-                let sx = ox as isize + dx;
-                *d = if sx < 0 || sx >= w as isize {
-                    0
-                } else {
-                    srow[sx as usize]
-                };
+    let shift = FlipCrop::draw(pad, rng);
+    shift.apply(image, c, h, w, out);
+}
+
+/// One image's crop and flip: `out[y][x] = image[y + dy][x' + dx]` with
+/// `x' = w − 1 − x` when flipped, zero outside the image. The wgpu
+/// backend applies the same transform on the device
+/// (`shaders/augment.wgsl`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlipCrop {
+    pub dy: i32,
+    pub dx: i32,
+    pub flip: bool,
+}
+
+impl FlipCrop {
+    /// The crop and flip of `--augment flipcrop` with padding `pad`:
+    /// draws exactly two numbers from `rng` (offset, then flip).
+    pub fn draw(pad: usize, rng: &mut Rng) -> FlipCrop {
+        let span = 2 * pad + 1;
+        let pos = rng.below(span * span);
+        FlipCrop {
+            dy: (pos / span) as i32 - pad as i32,
+            dx: (pos % span) as i32 - pad as i32,
+            flip: rng.next_u64() >> 63 == 1,
+        }
+    }
+
+    /// Applies the transform to the CHW image `image` into `out`.
+    pub fn apply(self, image: &[u8], c: usize, h: usize, w: usize, out: &mut [u8]) {
+        let (dy, dx, flip) = (self.dy as isize, self.dx as isize, self.flip);
+        for ch in 0..c {
+            let src = &image[ch * h * w..(ch + 1) * h * w];
+            let dst = &mut out[ch * h * w..(ch + 1) * h * w];
+            for y in 0..h {
+                let sy = y as isize + dy;
+                let row = &mut dst[y * w..(y + 1) * w];
+                if sy < 0 || sy >= h as isize {
+                    row.fill(0);
+                    continue;
+                }
+                let srow = &src[sy as usize * w..(sy as usize + 1) * w];
+                for (x, d) in row.iter_mut().enumerate() {
+                    let ox = if flip { w - 1 - x } else { x };
+                    let sx = ox as isize + dx;
+                    *d = if sx < 0 || sx >= w as isize {
+                        0
+                    } else {
+                        srow[sx as usize]
+                    };
+                }
             }
         }
     }

@@ -1,5 +1,6 @@
 //! Turning a dataset into batches: epoch shuffles and NCHW f32 tensors.
 
+use super::augment::FlipCrop;
 use super::{Augment, Dataset, Normalization};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -80,6 +81,84 @@ pub fn make_batch(
     }
     let labels = indices.iter().map(|&i| ds.labels[i]).collect();
     (Tensor::from_vec(&[indices.len(), c, h, w], data), labels)
+}
+
+/// A batch before augmentation and normalization, for a backend that does
+/// both on the device (the wgpu backend uploads bytes, a quarter of the
+/// floats): the images' bytes, each image's crop and flip drawn exactly as
+/// [`make_batch`] draws them, and the normalization as per-channel tables.
+/// [`RawBatch::to_tensor`] is what [`make_batch`] returns for the same
+/// arguments.
+#[derive(Clone, Debug)]
+pub struct RawBatch {
+    /// `[B, C, H, W]` bytes, not augmented.
+    pub bytes: Vec<u8>,
+    /// `[B, C, H, W]`.
+    pub shape: [usize; 4],
+    /// Each image's crop and flip.
+    pub shifts: Vec<FlipCrop>,
+    /// `[C][256]`: each byte's normalized value, per channel
+    /// ([`Normalization::lookup_tables`]).
+    pub luts: Vec<[f32; 256]>,
+}
+
+impl RawBatch {
+    /// The batch augmented and normalized on the host: the reference for
+    /// the device's version, equal to [`make_batch`]'s.
+    pub fn to_tensor(&self) -> Tensor {
+        let [b, c, h, w] = self.shape;
+        let n = c * h * w;
+        let mut data = vec![0f32; b * n];
+        if n > 0 {
+            data.par_chunks_mut(n)
+                .zip(self.bytes.par_chunks(n))
+                .zip(self.shifts.par_iter())
+                .for_each_init(
+                    || vec![0u8; n],
+                    |buf, ((out, image), shift)| {
+                        shift.apply(image, c, h, w, buf);
+                        normalize_into(out, buf, &self.luts, h * w);
+                    },
+                );
+        }
+        Tensor::from_vec(&self.shape, data)
+    }
+}
+
+/// [`make_batch`] left for the device to augment and normalize: the same
+/// images, crops and flips, as a [`RawBatch`]. `None` for augmentations
+/// the device does not do (AugMix, Gaussian noise: they stay on the host).
+pub fn make_raw_batch(
+    ds: &Dataset,
+    indices: &[usize],
+    norm: &Normalization,
+    augment: Augment,
+    rng_seed: u64,
+) -> Option<(RawBatch, Vec<u32>)> {
+    let pad = match augment {
+        Augment::None => None,
+        Augment::FlipCrop { pad } => Some(pad),
+        Augment::AugMix | Augment::Gaussian { .. } => return None,
+    };
+    assert_eq!(norm.channels(), ds.channels, "normalization channels");
+    let mut bytes = Vec::with_capacity(indices.len() * ds.image_len());
+    for &i in indices {
+        bytes.extend_from_slice(ds.image(i));
+    }
+    let shifts = (0..indices.len())
+        .map(|pos| {
+            pad.map_or(FlipCrop::default(), |p| {
+                FlipCrop::draw(p, &mut image_rng(rng_seed, pos))
+            })
+        })
+        .collect();
+    let raw = RawBatch {
+        bytes,
+        shape: [indices.len(), ds.channels, ds.height, ds.width],
+        shifts,
+        luts: norm.lookup_tables(),
+    };
+    Some((raw, indices.iter().map(|&i| ds.labels[i]).collect()))
 }
 
 /// AugMix's consistency-loss batch: `[3B, C, H, W]` holding, in this order,

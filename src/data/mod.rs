@@ -24,7 +24,7 @@ pub mod synthetic;
 
 pub use cifar10::{load_cifar10, write_cifar10_bin, write_cifar10_dir};
 pub use imagefolder::{load_imagefolder, write_imagefolder};
-pub use loader::{BatchIter, epoch_order, make_batch};
+pub use loader::{BatchIter, RawBatch, epoch_order, make_batch, make_raw_batch};
 pub use synthetic::generate as generate_synthetic;
 
 use std::path::PathBuf;

@@ -148,6 +148,7 @@ pub fn step(
     Ok(StepStats {
         loss: clean.stats.loss + adv.stats.loss,
         correct: adv.stats.correct,
+        images: adv.stats.images,
     })
 }
 

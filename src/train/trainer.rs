@@ -580,14 +580,35 @@ pub fn run_phase<H: StepHook>(
             quiet,
             format!("{} epoch {}/{}", phase.label, epoch + 1, phase.epochs),
         );
-        let (mut loss_sum, mut correct, mut seen) =
-            resumed.as_ref().map_or((0.0f64, 0usize, 0usize), |p| {
-                (p.loss_sum, p.correct, p.seen)
-            });
+        // Loss sum, correct and images of the statistics reported so far
+        // (a GPU backend reports them every few steps), and images trained.
+        let mut totals = resumed.as_ref().map_or((0.0f64, 0usize, 0usize), |p| {
+            (p.loss_sum, p.correct, p.seen)
+        });
+        let mut processed = totals.2;
+        let account = |totals: &mut (f64, usize, usize),
+                       st: backend::StepStats,
+                       s: usize|
+         -> anyhow::Result<()> {
+            anyhow::ensure!(
+                st.images == 0 || st.loss.is_finite(),
+                "training diverged in {} at epoch {} by step {s} (loss {}); lower --lr",
+                phase.label,
+                epoch + 1,
+                st.loss
+            );
+            totals.0 += st.loss as f64 * st.images as f64;
+            totals.1 += st.correct;
+            totals.2 += st.images;
+            Ok(())
+        };
         let (skip, earlier_secs) = resumed.as_ref().map_or((0, 0.0), |p| (p.steps, p.seconds));
         pb.inc(skip as u64);
         // The batch of step `s`, the same on every backend. A GPU backend
-        // trains while the next batch is made on another thread.
+        // trains while the next batch is made on another thread, and crops,
+        // flips and normalizes plain batches itself (unless an attack
+        // needs the images on the host first).
+        let device_augment = env.backend.name() == "wgpu" && env.cfg.adversarial.is_none();
         let make = |s: usize, idx: &[usize]| match env.cfg.jsd {
             Some(lambda) => {
                 let seed = batch_seed(phase.seed, epoch, s);
@@ -597,12 +618,21 @@ pub fn run_phase<H: StepHook>(
                     &env.data.norm,
                     seed,
                 );
-                (x, y, backend::Loss::AugMixJsd { lambda })
+                (Made::Host(x), y, backend::Loss::AugMixJsd { lambda })
             }
             None => {
                 let seed = batch_seed(phase.seed, epoch, s);
-                let (x, y) =
-                    data::make_batch(&env.data.train, idx, &env.data.norm, env.cfg.augment, seed);
+                let (d, norm, aug) = (&env.data.train, &env.data.norm, env.cfg.augment);
+                let raw = device_augment
+                    .then(|| data::make_raw_batch(d, idx, norm, aug, seed))
+                    .flatten();
+                let (x, y) = match raw {
+                    Some((r, y)) => (Made::Raw(r), y),
+                    None => {
+                        let (x, y) = data::make_batch(d, idx, norm, aug, seed);
+                        (Made::Host(x), y)
+                    }
+                };
                 (x, y, backend::Loss::CrossEntropy)
             }
         };
@@ -612,6 +642,8 @@ pub fn run_phase<H: StepHook>(
         for (s, idx) in order.chunks_exact(batch).enumerate().skip(skip) {
             if phase.stop_after.is_some_and(|n| state.step >= n) {
                 pb.finish_and_clear();
+                // Nothing of this replay is reported; the totals are cleared.
+                env.backend.flush_stats()?;
                 env.backend.sync(&mut state.model, &mut state.sgd)?;
                 return Ok(());
             }
@@ -628,6 +660,7 @@ pub fn run_phase<H: StepHook>(
             let mut rng = crate::rng::Rng::derive(seed, "adversarial");
             let st = match (&env.cfg.adversarial, state.aux_bn.as_mut()) {
                 (Some(attack), Some(aux)) => {
+                    let x = x.into_host();
                     let batch = advprop::AdvPropBatch {
                         images: &x,
                         labels: &y,
@@ -646,13 +679,18 @@ pub fn run_phase<H: StepHook>(
                 }
                 (adversarial, _) => {
                     let x = match adversarial {
-                        Some(spec) => {
-                            attack_normalized(&state.model, &env.data.norm, &x, &y, spec, &mut rng)?
-                        }
+                        Some(spec) => Made::Host(attack_normalized(
+                            &state.model,
+                            &env.data.norm,
+                            &x.into_host(),
+                            &y,
+                            spec,
+                            &mut rng,
+                        )?),
                         None => x,
                     };
                     let batch = backend::Batch {
-                        images: &x,
+                        images: x.images(),
                         labels: &y,
                         loss,
                     };
@@ -679,28 +717,21 @@ pub fn run_phase<H: StepHook>(
                     st?
                 }
             };
-            anyhow::ensure!(
-                st.loss.is_finite(),
-                "training diverged in {} at epoch {} step {s} (loss {}); lower --lr",
-                phase.label,
-                epoch + 1,
-                st.loss
-            );
             state.step += 1;
-            loss_sum += st.loss as f64 * y.len() as f64;
-            correct += st.correct;
-            seen += y.len();
+            processed += y.len();
+            account(&mut totals, st, s)?;
             pb.inc(1);
             // Ctrl-C: checkpoint the exact state and stop (not in LTH's
             // rewind replay, which writes no checkpoints; it is short).
             if phase.stop_after.is_none() && crate::interrupt::requested() {
                 pb.finish_and_clear();
+                account(&mut totals, env.backend.flush_stats()?, s)?;
                 env.backend.sync(&mut state.model, &mut state.sgd)?;
                 state.partial = Some(PartialEpoch {
                     steps: s + 1,
-                    loss_sum,
-                    correct,
-                    seen,
+                    loss_sum: totals.0,
+                    correct: totals.1,
+                    seen: totals.2,
                     seconds: earlier_secs + te.elapsed().as_secs_f64(),
                 });
                 checkpoint(state, hook)?;
@@ -710,19 +741,22 @@ pub fn run_phase<H: StepHook>(
                 .into());
             }
             if s % 4 == 0 || s + 1 == steps_per_epoch {
+                let (loss_sum, correct, seen) = totals;
                 pb.set_message(format!(
                     "loss {:.3} acc {:.1}% {:.0} img/s lr {:.4}",
-                    loss_sum / seen as f64,
-                    100.0 * correct as f64 / seen as f64,
-                    seen as f64 / (earlier_secs + te.elapsed().as_secs_f64()),
+                    loss_sum / seen.max(1) as f64,
+                    100.0 * correct as f64 / seen.max(1) as f64,
+                    processed as f64 / (earlier_secs + te.elapsed().as_secs_f64()),
                     lr
                 ));
             }
         }
         pb.finish_and_clear();
+        account(&mut totals, env.backend.flush_stats()?, steps_per_epoch)?;
+        let (loss_sum, correct, seen) = totals;
         env.backend.sync(&mut state.model, &mut state.sgd)?;
         let secs = earlier_secs + te.elapsed().as_secs_f64();
-        env.images_seen += seen;
+        env.images_seen += processed;
         env.train_seconds += secs;
         let val_accuracy = match &env.data.val {
             Some(v) => Some(
@@ -760,7 +794,7 @@ pub fn run_phase<H: StepHook>(
             val_robust_accuracy,
             sparsity: state.model.sparsity(),
             seconds: secs,
-            images_per_second: seen as f64 / secs,
+            images_per_second: processed as f64 / secs,
         };
         if !quiet {
             eprintln!(
@@ -965,4 +999,28 @@ pub fn training_notes(cfg: &TrainConfig) -> Vec<String> {
         notes.push("advprop: auxiliary BatchNorm for the adversarial batches".into());
     }
     notes
+}
+
+/// A training batch's images as made on the host: normalized, or raw
+/// bytes for a backend that augments on the device.
+enum Made {
+    Host(crate::tensor::Tensor),
+    Raw(data::RawBatch),
+}
+
+impl Made {
+    fn images(&self) -> backend::Images<'_> {
+        match self {
+            Made::Host(t) => backend::Images::Normalized(t),
+            Made::Raw(r) => backend::Images::Raw(r),
+        }
+    }
+
+    /// The normalized images (augmented on the host if raw).
+    fn into_host(self) -> crate::tensor::Tensor {
+        match self {
+            Made::Host(t) => t,
+            Made::Raw(r) => r.to_tensor(),
+        }
+    }
 }

@@ -307,6 +307,8 @@ fn train_both(m: &Model, b: usize, steps: usize) -> (Model, Model, Sgd, Sgd) {
     let (mut mc, mut mg) = (m.clone(), m.clone());
     let (mut sc, mut sg) = (Sgd::new(0.9, true, 5e-4), Sgd::new(0.9, true, 5e-4));
     let mut g = gpu();
+    // Every step's own loss, to compare step by step.
+    g.set_stats_every(1);
     for s in 0..steps {
         let x = images(m, b, 100 + s as u64);
         let y = labels(m, b);
@@ -484,6 +486,7 @@ fn cli_training_on_wgpu_matches_cpu_training() {
         let out = dir.path().join(format!("{backend}.card"));
         let o = cardc(&[
             "train",
+            "--json",
             "--arch",
             desc.to_str().expect("utf-8 path"),
             "--data",
@@ -500,9 +503,27 @@ fn cli_training_on_wgpu_matches_cpu_training() {
             out.to_str().expect("utf-8 path"),
         ]);
         assert!(o.status.success(), "{backend}: {}", stderr(&o));
-        cardc::card::Card::load(&out).expect("card")
+        (cardc::card::Card::load(&out).expect("card"), json(&o))
     };
-    let (c, g) = (train("cpu"), train("wgpu"));
+    let ((c, cj), (g, gj)) = (train("cpu"), train("wgpu"));
+    // The epochs' loss and accuracy, read back from the device at the
+    // epoch's end (6 steps, fewer than a read's 16), are the CPU's.
+    for e in 0..2 {
+        let (a, b) = (&cj["history"][e], &gj["history"][e]);
+        let (la, lb) = (a["loss"].as_f64().unwrap(), b["loss"].as_f64().unwrap());
+        assert!(
+            (la - lb).abs() <= 1e-3 * la.max(1.0),
+            "epoch {e}: loss {la} vs {lb}"
+        );
+        let (aa, ab) = (
+            a["train_accuracy"].as_f64().unwrap(),
+            b["train_accuracy"].as_f64().unwrap(),
+        );
+        assert!(
+            (aa - ab).abs() <= 1.5 / 96.0,
+            "epoch {e}: accuracy {aa} vs {ab}"
+        );
+    }
     assert_eq!(g.provenance.backend, "wgpu");
     assert!(
         g.provenance.adapter.starts_with("wgpu/Vulkan"),
@@ -518,4 +539,162 @@ fn cli_training_on_wgpu_matches_cpu_training() {
     // The model moved away from its initialization during training.
     let init = Model::init(c.model.graph.clone(), 0).expect("init");
     assert!(rel_err(&init.params[1][0].data, &g.model.params[1][0].data) > 1e-2);
+}
+
+/// Raw batches (bytes, crops, flips) are cropped, flipped and normalized
+/// on the device into exactly the floats the host makes: the device's
+/// gradients from raw bytes equal its gradients from the host's tensor
+/// bit for bit, and the CPU backend's within the usual tolerance.
+#[test]
+fn raw_batches_are_augmented_on_the_device_as_on_the_host() {
+    use cardc::data::{Augment, Dataset, Normalization, make_batch, make_raw_batch};
+    // 3 x 7 x 9 images: 189 bytes each, so an odd batch is not whole words.
+    let (c, h, w) = (3, 7, 9);
+    let n = 11;
+    let mut rng = Rng::new(5);
+    let ds = Dataset {
+        images: (0..n * c * h * w).map(|_| rng.below(256) as u8).collect(),
+        labels: (0..n as u32).map(|i| i % 3).collect(),
+        channels: c,
+        height: h,
+        width: w,
+        class_names: vec![],
+        source: "random bytes".into(),
+    };
+    let norm = Normalization {
+        mean: vec![0.49, 0.48, 0.45],
+        std: vec![0.25, 0.24, 0.26],
+    };
+    let m = model(
+        "raw input",
+        vec![
+            input(c, h, w),
+            node("c", conv(c, 4, (3, 3), (1, 1), (1, 1), 1, true), &[0]),
+            node("r", Op::Relu, &[1]),
+            node("gap", Op::GlobalAvgPool, &[2]),
+            node("fc", linear(4, 3, true), &[3]),
+        ],
+        31,
+    );
+    let idx = [3, 0, 7, 10, 5];
+    let mut g = gpu();
+    for (augment, seed) in [
+        (Augment::FlipCrop { pad: 2 }, 9),
+        (Augment::FlipCrop { pad: 4 }, 10),
+        (Augment::None, 11),
+    ] {
+        let what = format!("{augment:?}");
+        let (raw, y) =
+            make_raw_batch(&ds, &idx, &norm, augment, seed).expect("a device augmentation");
+        let (x, y2) = make_batch(&ds, &idx, &norm, augment, seed);
+        assert_eq!(y, y2);
+        let bits = |t: &[f32]| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&raw.to_tensor().data),
+            bits(&x.data),
+            "{what}: host reference"
+        );
+        if matches!(augment, Augment::FlipCrop { .. }) {
+            assert!(raw.shifts.iter().any(|s| s.flip) && raw.shifts.iter().any(|s| !s.flip));
+            assert!(raw.shifts.iter().any(|s| s.dx != 0 || s.dy != 0));
+        }
+        let from_raw = g
+            .gradients(&mut m.clone(), &Batch::raw(&raw, &y))
+            .unwrap_or_else(|e| panic!("{what}: wgpu gradients of raw bytes: {e:#}"));
+        let from_host = g
+            .gradients(&mut m.clone(), &Batch::new(&x, &y))
+            .expect("wgpu gradients");
+        assert_eq!(
+            from_raw.stats.loss.to_bits(),
+            from_host.stats.loss.to_bits(),
+            "{what}"
+        );
+        for (a, b) in from_raw
+            .grads
+            .iter()
+            .flatten()
+            .zip(from_host.grads.iter().flatten())
+        {
+            assert_eq!(bits(a), bits(b), "{what}: gradients");
+        }
+        let cpu = CpuBackend
+            .gradients(&mut m.clone(), &Batch::raw(&raw, &y))
+            .expect("cpu gradients of raw bytes");
+        for (a, b) in cpu
+            .grads
+            .iter()
+            .flatten()
+            .zip(from_raw.grads.iter().flatten())
+        {
+            assert_close(&format!("{what}: cpu vs wgpu"), a, b, 1e-4);
+        }
+    }
+    // Host-only augmentations have no raw form.
+    assert!(make_raw_batch(&ds, &idx, &norm, Augment::AugMix, 1).is_none());
+    // A raw batch that does not fit the model is refused with the shapes.
+    let (mut raw, y) = make_raw_batch(&ds, &idx, &norm, Augment::None, 1).expect("raw");
+    raw.shifts.pop();
+    let Err(e) = g.gradients(&mut m.clone(), &Batch::raw(&raw, &y)) else {
+        panic!("a raw batch with a crop missing was accepted");
+    };
+    assert!(format!("{e:#}").contains("4 crops"), "{e:#}");
+}
+
+/// The training statistics are read back every few steps, not after each
+/// one: the steps in between report nothing, the read reports the mean
+/// loss and the correct count of every step since the last, and
+/// `flush_stats` the rest.
+#[test]
+fn training_statistics_are_read_back_every_few_steps() {
+    let m = model(
+        "stats",
+        vec![
+            input(3, 6, 6),
+            node("c", conv(3, 4, (3, 3), (1, 1), (1, 1), 1, true), &[0]),
+            node("r", Op::Relu, &[1]),
+            node("gap", Op::GlobalAvgPool, &[2]),
+            node("fc", linear(4, 3, true), &[3]),
+        ],
+        41,
+    );
+    let b = 5;
+    let mut g = gpu();
+    let mut run = |every: usize| {
+        g.set_stats_every(every);
+        let (mut mm, mut sgd) = (m.clone(), Sgd::new(0.9, true, 5e-4));
+        let mut out = Vec::new();
+        for s in 0..6 {
+            let x = images(&m, b, 300 + s);
+            let y = labels(&m, b);
+            out.push(
+                g.train_step(&mut mm, &mut sgd, &Batch::new(&x, &y), 0.05)
+                    .expect("step"),
+            );
+        }
+        out.push(g.flush_stats().expect("flush"));
+        g.sync(&mut mm, &mut sgd).expect("sync");
+        out
+    };
+    let each = run(1);
+    let every4 = run(4);
+    g.set_stats_every(16);
+    drop(g);
+    let images: Vec<usize> = each.iter().map(|s| s.images).collect();
+    assert_eq!(images, [b, b, b, b, b, b, 0]);
+    let images: Vec<usize> = every4.iter().map(|s| s.images).collect();
+    assert_eq!(images, [0, 0, 0, 4 * b, 0, 0, 2 * b]);
+    for (got, steps) in [(every4[3], &each[0..4]), (every4[6], &each[4..6])] {
+        let mean = steps.iter().map(|s| s.loss).sum::<f32>() / steps.len() as f32;
+        assert!(
+            (got.loss - mean).abs() <= 1e-5 * mean.abs().max(1.0),
+            "loss {} vs the steps' mean {mean}",
+            got.loss
+        );
+        assert_eq!(got.correct, steps.iter().map(|s| s.correct).sum::<usize>());
+    }
+    assert!(
+        each.iter()
+            .take(6)
+            .all(|s| s.loss.is_finite() && s.loss > 0.0)
+    );
 }

@@ -19,7 +19,8 @@ mod pool;
 
 pub use bench::{bench_setup, bench_train_step, gemm_gflops};
 
-use super::{Batch, Loss};
+use super::{Batch, Images, Loss};
+use crate::data::RawBatch;
 use crate::model::Model;
 use crate::tensor::Tensor;
 use anyhow::{anyhow, bail};
@@ -45,28 +46,45 @@ pub struct TrainOutput {
 /// Checks `images` against the graph input and returns the batch size
 /// (every backend's input check).
 pub(crate) fn check_images(model: &Model, images: &Tensor) -> anyhow::Result<usize> {
+    check_image_shape(model, &images.shape, images.data.len())
+}
+
+/// [`check_images`] for images of `shape` holding `values` values.
+pub(crate) fn check_image_shape(
+    model: &Model,
+    shape: &[usize],
+    values: usize,
+) -> anyhow::Result<usize> {
     let [c, h, w] = model.graph.input_shape();
     let input = model
         .graph
         .nodes
         .first()
         .map_or("input", |n| n.name.as_str());
-    match images.shape.as_slice() {
+    match shape {
         [b, ci, hi, wi] if (*ci, *hi, *wi) == (c, h, w) && *b > 0 => {
-            if images.data.len() != b * c * h * w {
-                bail!(
-                    "layer '{input}': image tensor has {} values for shape {:?}",
-                    images.data.len(),
-                    images.shape
-                );
+            if values != b * c * h * w {
+                bail!("layer '{input}': image tensor has {values} values for shape {shape:?}");
             }
             Ok(*b)
         }
-        _ => bail!(
-            "layer '{input}': expected images [B>0, {c}, {h}, {w}], got {:?}",
-            images.shape
-        ),
+        _ => bail!("layer '{input}': expected images [B>0, {c}, {h}, {w}], got {shape:?}"),
     }
+}
+
+/// Checks a raw batch's images against the model (one crop and flip and
+/// one normalization table per image and channel); returns B.
+pub(crate) fn check_raw_images(model: &Model, raw: &RawBatch) -> anyhow::Result<usize> {
+    let b = check_image_shape(model, &raw.shape, raw.bytes.len())?;
+    if raw.shifts.len() != b || raw.luts.len() != raw.shape[1] {
+        bail!(
+            "a raw batch of {b} images has {} crops and {} normalization tables for {} channels",
+            raw.shifts.len(),
+            raw.luts.len(),
+            raw.shape[1]
+        );
+    }
+    Ok(b)
 }
 
 /// Checks one label per image, each below the class count `k` (every
@@ -120,7 +138,16 @@ pub fn forward_backward_loss(
     batch: &Batch,
     want_input_grad: bool,
 ) -> anyhow::Result<TrainOutput> {
-    let (images, labels) = (batch.images, batch.labels);
+    let host;
+    let images = match batch.images {
+        Images::Normalized(t) => t,
+        Images::Raw(raw) => {
+            check_raw_images(model, raw)?;
+            host = raw.to_tensor();
+            &host
+        }
+    };
+    let labels = batch.labels;
     let b = check_images(model, images)?;
     let views = batch.loss.views();
     if b % views != 0 {

@@ -13,6 +13,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("gemm.wgsl", include_str!("../../../shaders/gemm.wgsl")),
     ("ops.wgsl", include_str!("../../../shaders/ops.wgsl")),
     ("norm.wgsl", include_str!("../../../shaders/norm.wgsl")),
+    (
+        "augment.wgsl",
+        include_str!("../../../shaders/augment.wgsl"),
+    ),
 ];
 
 /// Which implicit-GEMM operand mapping `gemm.wgsl` runs (its `MODE`).
@@ -140,6 +144,9 @@ pub enum Kernel {
     Op(&'static str),
     /// An entry point of `norm.wgsl`.
     Norm(&'static str),
+    /// The crop, flip and normalization of raw training batches
+    /// (`augment.wgsl`).
+    Augment,
 }
 
 /// Parses and validates every shader with naga (the same front end wgpu
@@ -174,8 +181,8 @@ pub fn validate_all() -> anyhow::Result<()> {
 pub struct Pipelines {
     pub layout: wgpu::BindGroupLayout,
     pipeline_layout: wgpu::PipelineLayout,
-    /// `ops.wgsl` and `norm.wgsl`.
-    modules: [wgpu::ShaderModule; 2],
+    /// `ops.wgsl`, `norm.wgsl` and `augment.wgsl`.
+    modules: [wgpu::ShaderModule; 3],
     /// `gemm.wgsl` per register tile, generated on first use.
     gemm: Mutex<HashMap<Tile, wgpu::ShaderModule>>,
     map: Mutex<HashMap<Kernel, wgpu::ComputePipeline>>,
@@ -224,7 +231,7 @@ impl Pipelines {
         Pipelines {
             layout,
             pipeline_layout,
-            modules: [module(1), module(2)],
+            modules: [module(1), module(2), module(3)],
             gemm: Mutex::new(HashMap::new()),
             map: Mutex::new(HashMap::new()),
         }
@@ -251,6 +258,7 @@ impl Pipelines {
                     }
                     Kernel::Op(e) => (self.modules[0].clone(), e, Vec::new()),
                     Kernel::Norm(e) => (self.modules[1].clone(), e, Vec::new()),
+                    Kernel::Augment => (self.modules[2].clone(), "augment_nhwc", Vec::new()),
                 };
                 device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some(entry),

@@ -15,8 +15,8 @@ mod device;
 pub mod kernels;
 mod plan;
 
-use super::cpu::{check_images, check_labels};
-use super::{Backend, Batch, BatchGradients, Loss, StepStats};
+use super::cpu::{check_images, check_labels, check_raw_images};
+use super::{Backend, Batch, BatchGradients, Images, Loss, StepStats};
 use crate::model::Model;
 use crate::tensor::Tensor;
 use crate::train::optim::Sgd;
@@ -56,6 +56,11 @@ pub struct WgpuBackend {
     /// Workgroups a GEMM tile choice must keep (larger tiles only where
     /// the layer still fills the GPU).
     min_groups: usize,
+    /// Training steps between reads of the loss and accuracy totals: each
+    /// read waits for the GPU to drain, so they are not read every step.
+    stats_every: usize,
+    /// Training steps since the last read.
+    unreported: usize,
 }
 
 impl WgpuBackend {
@@ -65,7 +70,15 @@ impl WgpuBackend {
             gpu: Gpu::open(require_hardware)?,
             session: None,
             min_groups: 256,
+            stats_every: 16,
+            unreported: 0,
         })
+    }
+
+    /// Reads the training statistics back every `steps` training steps
+    /// (at least 1; 16 by default).
+    pub fn set_stats_every(&mut self, steps: usize) {
+        self.stats_every = steps.max(1);
     }
 
     /// Makes every GEMM take the largest register tile its shape allows,
@@ -112,9 +125,9 @@ impl WgpuBackend {
 
     /// Records the plan's steps (and the update when given an lr) into one
     /// encoder and submits it.
-    fn submit(gpu: &Gpu, s: &Session, plan: &Plan, update: bool) -> anyhow::Result<()> {
+    fn submit(gpu: &Gpu, s: &Session, plan: &Plan, raw: bool, update: bool) -> anyhow::Result<()> {
         if std::env::var_os("CARDC_GPU_PROFILE").is_some() {
-            return Self::submit_profiled(gpu, s, plan, update);
+            return Self::submit_profiled(gpu, s, plan, raw, update);
         }
         let mut enc = gpu
             .device
@@ -129,11 +142,7 @@ impl WgpuBackend {
                 label: Some("step"),
                 timestamp_writes: None,
             });
-            let steps = plan
-                .steps
-                .iter()
-                .chain(if update { &plan.update[..] } else { &[] });
-            for st in steps {
+            for st in plan.dispatches(raw, update) {
                 pass.set_pipeline(&st.pipeline);
                 pass.set_bind_group(0, &st.bind, &[]);
                 pass.dispatch_workgroups(st.groups[0], st.groups[1], st.groups[2]);
@@ -146,7 +155,13 @@ impl WgpuBackend {
     /// [`Self::submit`] one dispatch at a time, waiting for each: prints
     /// where a step's time goes (`CARDC_GPU_PROFILE=1`, a diagnostic; the
     /// waits make the step itself slower).
-    fn submit_profiled(gpu: &Gpu, s: &Session, plan: &Plan, update: bool) -> anyhow::Result<()> {
+    fn submit_profiled(
+        gpu: &Gpu,
+        s: &Session,
+        plan: &Plan,
+        raw: bool,
+        update: bool,
+    ) -> anyhow::Result<()> {
         let mut enc = gpu
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -163,11 +178,7 @@ impl WgpuBackend {
         };
         wait()?;
         let mut by_kernel: std::collections::HashMap<String, (f64, usize)> = Default::default();
-        let steps = plan
-            .steps
-            .iter()
-            .chain(if update { &plan.update[..] } else { &[] });
-        for st in steps {
+        for st in plan.dispatches(raw, update) {
             let t = std::time::Instant::now();
             let mut enc = gpu.device.create_command_encoder(&Default::default());
             {
@@ -192,11 +203,40 @@ impl WgpuBackend {
         Ok(())
     }
 
-    /// Uploads the batch's images (and labels).
-    fn upload_batch(gpu: &Gpu, plan: &Plan, images: &Tensor, labels: Option<&[u32]>) {
-        gpu.write(&plan.images, 0, &images.data);
+    /// Uploads the batch's images (and labels); whether they are raw
+    /// bytes, which the plan's augmentation dispatch turns into the input.
+    fn upload_batch(
+        gpu: &Gpu,
+        plan: &Plan,
+        images: Images,
+        labels: Option<&[u32]>,
+    ) -> anyhow::Result<bool> {
         if let Some(l) = labels {
             gpu.write(&plan.labels, 0, l);
+        }
+        match images {
+            Images::Normalized(t) => {
+                gpu.write(&plan.images, 0, &t.data);
+                Ok(false)
+            }
+            Images::Raw(r) => {
+                let input = plan
+                    .raw
+                    .as_ref()
+                    .context("raw batches are for training plans")?;
+                // Whole words: a queue write is a multiple of 4 bytes.
+                let mut bytes = r.bytes.clone();
+                bytes.resize(r.bytes.len().div_ceil(4) * 4, 0);
+                gpu.write(&input.bytes, 0, &bytes);
+                let shifts: Vec<i32> = r
+                    .shifts
+                    .iter()
+                    .flat_map(|s| [s.dy, s.dx, i32::from(s.flip)])
+                    .collect();
+                gpu.write(&input.shifts, 0, &shifts);
+                gpu.write(&input.luts, 0, r.luts.as_flattened());
+                Ok(true)
+            }
         }
     }
 
@@ -249,7 +289,10 @@ impl WgpuBackend {
                 "--backend wgpu: the AugMix consistency loss (--jsd) is not on the GPU yet; use --backend cpu"
             );
         }
-        let b = check_images(model, batch.images)?;
+        let b = match batch.images {
+            Images::Normalized(t) => check_images(model, t)?,
+            Images::Raw(r) => check_raw_images(model, r)?,
+        };
         check_labels(batch.labels, b, model.graph.classes())?;
         Ok(b)
     }
@@ -287,7 +330,7 @@ impl WgpuBackend {
         }
         let pi = Self::plan(gpu, s, model, b, PlanMode::Train, self.min_groups)?;
         let plan = &s.plans[pi];
-        Self::upload_batch(gpu, plan, batch.images, Some(batch.labels));
+        let raw = Self::upload_batch(gpu, plan, batch.images, Some(batch.labels))?;
         let mut words = [0u32; 20];
         words[0] = s.params.len as u32;
         words[3] = if sgd.nesterov { 2 } else { 0 };
@@ -295,7 +338,7 @@ impl WgpuBackend {
         words[17] = sgd.momentum.to_bits();
         words[18] = sgd.weight_decay.to_bits();
         gpu.write(&plan.sgd_params, 0, &words);
-        Self::submit(gpu, s, plan, true)
+        Self::submit(gpu, s, plan, raw, true)
     }
 
     fn session_for<'s>(
@@ -329,6 +372,26 @@ impl WgpuBackend {
         Ok(StepStats {
             loss: v[0],
             correct: v[1].round() as usize,
+            images: batch,
+        })
+    }
+
+    /// Reads the running totals of the training steps since the last read
+    /// (`stats_accumulate`) and clears them.
+    fn read_totals(&mut self) -> anyhow::Result<StepStats> {
+        self.unreported = 0;
+        let Some(s) = self.session.as_ref() else {
+            return Ok(StepStats::default());
+        };
+        let v = self.gpu.read(&s.params.totals, 0, 3)?;
+        let mut enc = self.gpu.device.create_command_encoder(&Default::default());
+        enc.clear_buffer(&s.params.totals, 0, None);
+        self.gpu.queue.submit([enc.finish()]);
+        let images = v[2].round() as usize;
+        Ok(StepStats {
+            loss: if images > 0 { v[0] / v[2] } else { 0.0 },
+            correct: v[1].round() as usize,
+            images,
         })
     }
 
@@ -361,8 +424,8 @@ impl Backend for WgpuBackend {
         s.params.upload(gpu, model, true)?;
         let pi = Self::plan(gpu, s, model, b, PlanMode::Infer, self.min_groups)?;
         let plan = &s.plans[pi];
-        Self::upload_batch(gpu, plan, images, None);
-        Self::submit(gpu, s, plan, false)?;
+        Self::upload_batch(gpu, plan, Images::Normalized(images), None)?;
+        Self::submit(gpu, s, plan, false, false)?;
         let k = plan.classes;
         let out = gpu.read(plan.acts.last().context("empty graph")?, 0, b * k)?;
         Ok(Tensor::from_vec(&[b, k], out))
@@ -378,8 +441,8 @@ impl Backend for WgpuBackend {
         s.params.upload(gpu, model, true)?;
         let pi = Self::plan(gpu, s, model, b, PlanMode::Train, self.min_groups)?;
         let plan = &s.plans[pi];
-        Self::upload_batch(gpu, plan, batch.images, Some(batch.labels));
-        Self::submit(gpu, s, plan, false)?;
+        let raw = Self::upload_batch(gpu, plan, batch.images, Some(batch.labels))?;
+        Self::submit(gpu, s, plan, raw, false)?;
         let mut got = gpu.read_many(&[
             (&plan.stats, 0, 2),
             (&s.params.grads, 0, s.params.len),
@@ -408,6 +471,7 @@ impl Backend for WgpuBackend {
             stats: StepStats {
                 loss: st[0],
                 correct: st[1].round() as usize,
+                images: b,
             },
             grads,
         })
@@ -421,7 +485,15 @@ impl Backend for WgpuBackend {
         lr: f32,
     ) -> anyhow::Result<StepStats> {
         self.step_no_readback(model, sgd, batch, lr)?;
-        self.last_stats(batch.labels.len())
+        self.unreported += 1;
+        if self.unreported < self.stats_every {
+            return Ok(StepStats::default());
+        }
+        self.read_totals()
+    }
+
+    fn flush_stats(&mut self) -> anyhow::Result<StepStats> {
+        self.read_totals()
     }
 
     fn as_gpu(&mut self) -> Option<&mut WgpuBackend> {

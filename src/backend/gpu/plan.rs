@@ -37,6 +37,9 @@ pub struct Params {
     pub flags: wgpu::Buffer,
     /// Binary scale per tensor (index in the flags' high bits).
     pub alpha: wgpu::Buffer,
+    /// Running totals of the training steps since the host last read
+    /// them: `[Σ loss × images, correct, images]` (`stats_accumulate`).
+    pub totals: wgpu::Buffer,
 }
 
 /// Flag bits shared with `shaders/ops.wgsl`.
@@ -68,6 +71,7 @@ impl Params {
             velocity: gpu.storage(len, "momentum buffers")?,
             flags: gpu.storage(len, "parameter flags")?,
             alpha: gpu.storage(tensors, "binary scales")?,
+            totals: gpu.storage(3, "training statistics")?,
         })
     }
 
@@ -295,7 +299,40 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// The SGD update.
     pub update: Vec<Step>,
+    /// Train plans: the input of raw batches, augmented on the device.
+    pub raw: Option<RawInput>,
     _uniforms: wgpu::Buffer,
+}
+
+/// Where a train plan takes a raw batch ([`crate::data::RawBatch`]): its
+/// bytes, crops and normalization tables, and the dispatch that crops,
+/// flips and normalizes them into the first activation in place of the
+/// normalized images' layout change (`steps[replaces]`).
+pub struct RawInput {
+    /// `[B, C, H, W]` bytes, four per word.
+    pub bytes: wgpu::Buffer,
+    /// Per image: dy, dx, flip.
+    pub shifts: wgpu::Buffer,
+    /// `[C, 256]` normalization tables.
+    pub luts: wgpu::Buffer,
+    pub step: Step,
+    pub replaces: usize,
+}
+
+impl Plan {
+    /// The dispatches of one step: the forward (and backward) from raw
+    /// bytes or normalized images, then the update when asked.
+    pub fn dispatches(&self, raw: bool, update: bool) -> impl Iterator<Item = &Step> {
+        let input = self.raw.as_ref().filter(|_| raw);
+        self.steps
+            .iter()
+            .enumerate()
+            .map(move |(k, st)| match input {
+                Some(r) if k == r.replaces => &r.step,
+                _ => st,
+            })
+            .chain(if update { &self.update[..] } else { &[] })
+    }
 }
 
 /// Output channels per workgroup of the BatchNorm reduction.
@@ -409,6 +446,15 @@ impl Plan {
         let bn_scratch = gpu.storage(bn_scratch, "reduction scratch")?;
         let split_scratch = gpu.storage(split_scratch, "weight-gradient partials")?;
         let rowstats = gpu.storage(2 * b, "per-image losses")?;
+        let raw_buffers = match train {
+            true => Some((
+                gpu.storage((b * ic * ih * iw).div_ceil(4), "raw image bytes")?,
+                gpu.storage(3 * b, "crops and flips")?,
+                gpu.storage(256 * ic, "normalization tables")?,
+            )),
+            false => None,
+        };
+        let (mut input_step, mut raw_step, mut accumulate_step) = (0, None, None);
 
         let mut rec = Recorder {
             gpu,
@@ -441,12 +487,20 @@ impl Plan {
             let total = numel(i);
             match &node.op {
                 Op::Input { .. } => {
-                    rec.elementwise(
+                    input_step = rec.elementwise(
                         op("nchw_to_nhwc"),
                         &[u(total), u(c), u(s)],
                         io(&[&images], &[y]),
                         total,
                     );
+                    if let Some((bytes, shifts, luts)) = &raw_buffers {
+                        raw_step = Some(rec.elementwise(
+                            Kernel::Augment,
+                            &[u(total), u(c), u(ih), u(iw)],
+                            io(&[bytes, shifts, luts], &[y]),
+                            total,
+                        ));
+                    }
                 }
                 Op::Conv2d(cv) => {
                     let x = x.context("conv without input")?;
@@ -608,6 +662,12 @@ impl Plan {
                 io(&[&rowstats], &[&stats]),
                 [1, 1, 1],
             );
+            accumulate_step = Some(rec.push(
+                op("stats_accumulate"),
+                &[u(b)],
+                io(&[&stats], &[&p.totals]),
+                [1, 1, 1],
+            ));
             // ---- backward ----
             let mut written = vec![false; n];
             written[n - 1] = true;
@@ -878,10 +938,29 @@ impl Plan {
                 }
             }
         }
-        let (uniforms, steps) = rec.finish()?;
+        let (uniforms, mut steps) = rec.finish()?;
+        // The statistics are added to the running totals by training steps
+        // only (with the update), not by a bare gradient computation.
+        let accumulate = accumulate_step.map(|k| steps.remove(k));
+        // The raw input's dispatch runs in place of the layout change, not
+        // beside it.
+        let raw = match (raw_buffers, raw_step) {
+            (Some((bytes, shifts, luts)), Some(k)) => Some(RawInput {
+                bytes,
+                shifts,
+                luts,
+                step: steps.remove(k),
+                replaces: input_step,
+            }),
+            _ => None,
+        };
+        anyhow::ensure!(
+            raw.as_ref().is_none_or(|r| r.replaces < steps.len()),
+            "the raw input replaces a dispatch past the recorded ones"
+        );
         // The update has its own parameter block: the learning rate changes.
         let sgd = Kernel::Op("sgd");
-        let update = vec![Step {
+        let mut update = vec![Step {
             kernel: sgd,
             pipeline: gpu.pipelines.get(&gpu.device, sgd),
             bind: bind_group(
@@ -892,6 +971,7 @@ impl Plan {
             ),
             groups: grid_1d(p.len, THREADS),
         }];
+        update.extend(accumulate);
         Ok(Plan {
             batch,
             mode,
@@ -903,6 +983,7 @@ impl Plan {
             sgd_params,
             steps,
             update,
+            raw,
             _uniforms: uniforms,
         })
     }
