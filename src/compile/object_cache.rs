@@ -31,16 +31,20 @@ const SHARED: &[(&str, &[&str])] = &[
     ("cardc_gate.c", &["cardc_gate.h"]),
 ];
 
-/// The cache directory named in [`ENV`], if any (made absolute: the
-/// compiler runs in the artifact's directory).
+/// The cache directory named in [`ENV`], if any.
 pub fn dir_from_env() -> Option<PathBuf> {
-    let v = std::env::var_os(ENV).filter(|v| !v.is_empty())?;
-    let p = PathBuf::from(v);
-    Some(if p.is_absolute() {
-        p
+    std::env::var_os(ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// `p` made absolute: the compiler runs in the artifact's directory.
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
     } else {
-        std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p)
-    })
+        std::env::current_dir().map_or_else(|_| p.to_path_buf(), |d| d.join(p))
+    }
 }
 
 /// One lock per cache key, so that threads of one process building
@@ -67,11 +71,12 @@ pub fn substitute(
     cflags: &[String],
     sources: &[String],
 ) -> anyhow::Result<Vec<String>> {
+    let cache = absolute(cache);
     let mut out = Vec::with_capacity(sources.len());
     for s in sources {
         match SHARED.iter().find(|(name, _)| *name == s) {
             Some((name, headers)) => {
-                let obj = object(cache, artifact, cc, cflags, name, headers)?;
+                let obj = object(&cache, artifact, cc, cflags, name, headers)?;
                 out.push(obj.to_string_lossy().into_owned());
             }
             None => out.push(s.clone()),

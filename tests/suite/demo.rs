@@ -8,6 +8,10 @@ fn quick_demo_runs_every_built_stage() {
     let out = dir.path().join("demo");
     let o = Command::new(env!("CARGO_BIN_EXE_cardc"))
         .args(["demo", "--quick", "--json", "--out", out.to_str().unwrap()])
+        .env(
+            cardc::compile::object_cache::ENV,
+            crate::common::object_cache(),
+        )
         .output()
         .expect("runs cardc");
     let err = String::from_utf8_lossy(&o.stderr);
