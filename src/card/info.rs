@@ -103,9 +103,20 @@ fn rows(card: &Card) -> Vec<LayerRow> {
         .collect()
 }
 
+/// Stored and dense-f32 bytes of the convolution and linear layers alone
+/// (weights and biases: what pruning and binarization compress), without
+/// BatchNorm statistics and the other tensors.
+fn conv_linear_bytes(rows: &[LayerRow]) -> (u64, u64) {
+    rows.iter()
+        .filter(|r| matches!(r.op, "Conv2d" | "Linear"))
+        .fold((0, 0), |(b, d), r| (b + r.bytes, d + r.dense_bytes))
+}
+
 /// The JSON summary (`cardc info --json`). Fractions are in [0, 1];
 /// `bytes` counts the stored weights (all tensors, BatchNorm statistics
-/// included) and `dense_f32_bytes` the same tensors as plain f32. Per
+/// included) and `dense_f32_bytes` the same tensors as plain f32;
+/// `conv_linear_bytes` and `conv_linear_dense_f32_bytes` the same for the
+/// convolution and linear layers alone. Per
 /// layer, `bits` is the weight tensor's stored bits per element (values,
 /// mask and sign bits, scales), `format` its encoding (`dense`, `masked`,
 /// `binary`, `f16`, `int8`) and `masked` whether a mask is stored with it.
@@ -114,6 +125,7 @@ pub fn summary(card: &Card) -> Value {
     let rows = rows(card);
     let bytes: u64 = rows.iter().map(|r| r.bytes).sum();
     let dense: u64 = rows.iter().map(|r| r.dense_bytes).sum();
+    let (cl_bytes, cl_dense) = conv_linear_bytes(&rows);
     let layers: Vec<Value> = rows
         .iter()
         .map(|r| {
@@ -143,6 +155,8 @@ pub fn summary(card: &Card) -> Value {
         "bytes": bytes,
         "dense_f32_bytes": dense,
         "compression": if bytes == 0 { 1.0 } else { dense as f64 / bytes as f64 },
+        "conv_linear_bytes": cl_bytes,
+        "conv_linear_dense_f32_bytes": cl_dense,
         "macs": m.graph.macs().unwrap_or(0),
         "normalization": { "mean": card.normalization.mean, "std": card.normalization.std },
         "layers": layers,
@@ -248,6 +262,17 @@ pub fn summary_text(card: &Card) -> String {
         human(bytes),
         human(dense)
     );
+    let (cl_bytes, cl_dense) = conv_linear_bytes(&rows);
+    if cl_bytes > 0 && cl_bytes < bytes {
+        let _ = writeln!(
+            s,
+            "  conv/linear layers: {} stored vs {} as dense f32 ({:.2}x smaller); the rest (BatchNorm statistics) {}",
+            human(cl_bytes),
+            human(cl_dense),
+            cl_dense as f64 / cl_bytes as f64,
+            human(bytes - cl_bytes)
+        );
+    }
     let n = &card.normalization;
     let _ = writeln!(s, "normalization: mean {:?} std {:?}", n.mean, n.std);
     let _ = writeln!(s, "classes: {}", card.class_names.join(", "));

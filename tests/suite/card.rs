@@ -761,8 +761,24 @@ fn summary_reports_a_known_mask() {
     let want = (n - kept) as f64 / total as f64;
     assert!((s["sparsity"].as_f64().unwrap() - want).abs() < 1e-12);
     assert!(s["bytes"].as_u64() < s["dense_f32_bytes"].as_u64());
+    // The conv/linear share: the layer rows of those ops, nothing else.
+    let layers = s["layers"].as_array().unwrap();
+    let sum = |key: &str| -> u64 {
+        layers
+            .iter()
+            .filter(|l| l["op"] == "Conv2d" || l["op"] == "Linear")
+            .map(|l| l[key].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(s["conv_linear_bytes"].as_u64().unwrap(), sum("bytes"));
+    assert_eq!(
+        s["conv_linear_dense_f32_bytes"].as_u64().unwrap(),
+        sum("dense_f32_bytes")
+    );
+    assert!(s["conv_linear_bytes"].as_u64() < s["bytes"].as_u64());
 
     let text = summary_text(&card);
+    assert!(text.contains("conv/linear layers: "), "{text}");
     assert!(text.contains(&name) && text.contains("75.0%") && text.contains("total"));
     assert!(text.contains("stored vs") && text.contains("method: gmp"));
     assert!(text.contains("accuracy: 0.8125"));
