@@ -38,15 +38,6 @@ pub fn dir_from_env() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// `p` made absolute: the compiler runs in the artifact's directory.
-fn absolute(p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir().map_or_else(|_| p.to_path_buf(), |d| d.join(p))
-    }
-}
-
 /// One lock per cache key, so that threads of one process building
 /// artifacts with the same flags compile each object once. Other
 /// processes may compile the same object at the same time: each writes
@@ -71,7 +62,9 @@ pub fn substitute(
     cflags: &[String],
     sources: &[String],
 ) -> anyhow::Result<Vec<String>> {
-    let cache = absolute(cache);
+    // Absolute: the compiler runs in the artifact's directory.
+    let cache =
+        std::path::absolute(cache).with_context(|| format!("object cache {}", cache.display()))?;
     let mut out = Vec::with_capacity(sources.len());
     for s in sources {
         match SHARED.iter().find(|(name, _)| *name == s) {

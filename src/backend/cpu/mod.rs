@@ -72,9 +72,18 @@ pub(crate) fn check_image_shape(
     }
 }
 
+/// Checks a batch's images, normalized or raw, against the model;
+/// returns their count.
+pub(crate) fn check_batch_images(model: &Model, images: Images) -> anyhow::Result<usize> {
+    match images {
+        Images::Normalized(t) => check_images(model, t),
+        Images::Raw(r) => check_raw_images(model, r),
+    }
+}
+
 /// Checks a raw batch's images against the model (one crop and flip and
 /// one normalization table per image and channel); returns B.
-pub(crate) fn check_raw_images(model: &Model, raw: &RawBatch) -> anyhow::Result<usize> {
+fn check_raw_images(model: &Model, raw: &RawBatch) -> anyhow::Result<usize> {
     let b = check_image_shape(model, &raw.shape, raw.bytes.len())?;
     if raw.shifts.len() != b || raw.luts.len() != raw.shape[1] {
         bail!(
@@ -138,17 +147,16 @@ pub fn forward_backward_loss(
     batch: &Batch,
     want_input_grad: bool,
 ) -> anyhow::Result<TrainOutput> {
+    let b = check_batch_images(model, batch.images)?;
     let host;
     let images = match batch.images {
         Images::Normalized(t) => t,
         Images::Raw(raw) => {
-            check_raw_images(model, raw)?;
             host = raw.to_tensor();
             &host
         }
     };
     let labels = batch.labels;
-    let b = check_images(model, images)?;
     let views = batch.loss.views();
     if b % views != 0 {
         bail!("a batch of {b} images is not {views} stacked views");

@@ -15,7 +15,7 @@ mod device;
 pub mod kernels;
 mod plan;
 
-use super::cpu::{check_images, check_labels, check_raw_images};
+use super::cpu::{check_batch_images, check_images, check_labels};
 use super::{Backend, Batch, BatchGradients, Images, Loss, StepStats};
 use crate::model::Model;
 use crate::tensor::Tensor;
@@ -224,10 +224,15 @@ impl WgpuBackend {
                     .raw
                     .as_ref()
                     .context("raw batches are for training plans")?;
-                // Whole words: a queue write is a multiple of 4 bytes.
-                let mut bytes = r.bytes.clone();
-                bytes.resize(r.bytes.len().div_ceil(4) * 4, 0);
-                gpu.write(&input.bytes, 0, &bytes);
+                // A queue write is whole words: the bytes' last partial
+                // word goes separately, zero-padded (no copy of the rest).
+                let whole = r.bytes.len() / 4 * 4;
+                gpu.write(&input.bytes, 0, &r.bytes[..whole]);
+                if whole < r.bytes.len() {
+                    let mut tail = [0u8; 4];
+                    tail[..r.bytes.len() - whole].copy_from_slice(&r.bytes[whole..]);
+                    gpu.write(&input.bytes, whole / 4, &tail);
+                }
                 let shifts: Vec<i32> = r
                     .shifts
                     .iter()
@@ -289,10 +294,7 @@ impl WgpuBackend {
                 "--backend wgpu: the AugMix consistency loss (--jsd) is not on the GPU yet; use --backend cpu"
             );
         }
-        let b = match batch.images {
-            Images::Normalized(t) => check_images(model, t)?,
-            Images::Raw(r) => check_raw_images(model, r)?,
-        };
+        let b = check_batch_images(model, batch.images)?;
         check_labels(batch.labels, b, model.graph.classes())?;
         Ok(b)
     }
